@@ -1,0 +1,312 @@
+//! The guest CPU state shared by the interpreter, compiled code and the runtime.
+//!
+//! `CpuState` is `#[repr(C)]` so that generated code can reach fields through offsets derived
+//! with `core::mem::offset_of!`. Arithmetic flags are lazy (see `flags.rs`): OF/SF/ZF/AF/PF/CF
+//! live in the `cc` record until somebody asks for RFLAGS.
+
+use crate::flags::{self, CcOp, LazyFlags};
+use crate::tlb::SoftTlb;
+
+/// General-purpose register numbers in the hardware encoding order (SDM Vol. 2, 2.1.5).
+pub mod reg {
+    pub const RAX: u8 = 0;
+    pub const RCX: u8 = 1;
+    pub const RDX: u8 = 2;
+    pub const RBX: u8 = 3;
+    pub const RSP: u8 = 4;
+    pub const RBP: u8 = 5;
+    pub const RSI: u8 = 6;
+    pub const RDI: u8 = 7;
+}
+
+/// Segment register indices in the hardware encoding order (ES, CS, SS, DS, FS, GS).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Seg {
+    Es = 0,
+    Cs = 1,
+    Ss = 2,
+    Ds = 3,
+    Fs = 4,
+    Gs = 5,
+}
+
+impl Seg {
+    pub const ALL: [Seg; 6] = [Seg::Es, Seg::Cs, Seg::Ss, Seg::Ds, Seg::Fs, Seg::Gs];
+    pub fn from_index(i: u8) -> Option<Seg> {
+        Seg::ALL.get(i as usize).copied()
+    }
+    pub fn name(self) -> &'static str {
+        ["es", "cs", "ss", "ds", "fs", "gs"][self as usize]
+    }
+}
+
+/// A segment register with its hidden part (SDM Vol. 3, 3.4.3): what the CPU loaded from the
+/// descriptor when the selector was written.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Segment {
+    pub selector: u16,
+    /// Descriptor bits 40..55 (type, S, DPL, P, AVL, L, D/B, G), as bytes 5 and 6 of the
+    /// descriptor: the same layout as KVM's and VMX's access rights, minus the limit nibble.
+    pub attrs: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+impl Segment {
+    pub const ATTR_P: u16 = 1 << 7;
+    pub const ATTR_S: u16 = 1 << 4;
+    pub const ATTR_L: u16 = 1 << 13;
+    pub const ATTR_DB: u16 = 1 << 14;
+    pub const ATTR_G: u16 = 1 << 15;
+    pub fn dpl(&self) -> u8 {
+        ((self.attrs >> 5) & 3) as u8
+    }
+    pub fn present(&self) -> bool {
+        self.attrs & Self::ATTR_P != 0
+    }
+    pub fn long(&self) -> bool {
+        self.attrs & Self::ATTR_L != 0
+    }
+    pub fn big(&self) -> bool {
+        self.attrs & Self::ATTR_DB != 0
+    }
+    /// The type field (descriptor bits 40..43).
+    pub fn typ(&self) -> u8 {
+        (self.attrs & 0xf) as u8
+    }
+    /// A flat 32-bit segment as loaded in real/protected mode boot (base 0, limit 4 GiB).
+    pub fn flat(selector: u16, typ: u8, dpl: u8, db: bool) -> Segment {
+        let mut attrs = typ as u16 | Self::ATTR_S | Self::ATTR_P | ((dpl as u16) << 5) | Self::ATTR_G;
+        if db {
+            attrs |= Self::ATTR_DB;
+        }
+        Segment { selector, attrs, limit: 0xffff_ffff, base: 0 }
+    }
+}
+
+/// GDTR / IDTR (SDM Vol. 3, 2.4).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TableReg {
+    pub base: u64,
+    pub limit: u16,
+}
+
+/// RFLAGS bits (SDM Vol. 1, 3.4.3).
+pub mod rflags {
+    pub const CF: u64 = 1 << 0;
+    pub const FIXED1: u64 = 1 << 1;
+    pub const PF: u64 = 1 << 2;
+    pub const AF: u64 = 1 << 4;
+    pub const ZF: u64 = 1 << 6;
+    pub const SF: u64 = 1 << 7;
+    pub const TF: u64 = 1 << 8;
+    pub const IF: u64 = 1 << 9;
+    pub const DF: u64 = 1 << 10;
+    pub const OF: u64 = 1 << 11;
+    pub const IOPL: u64 = 3 << 12;
+    pub const NT: u64 = 1 << 14;
+    pub const RF: u64 = 1 << 16;
+    pub const VM: u64 = 1 << 17;
+    pub const AC: u64 = 1 << 18;
+    pub const VIF: u64 = 1 << 19;
+    pub const VIP: u64 = 1 << 20;
+    pub const ID: u64 = 1 << 21;
+    /// The six arithmetic flags kept lazily.
+    pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
+}
+
+/// Control-register and EFER bits the translator and MMU depend on.
+pub mod cr {
+    pub const CR0_PE: u64 = 1 << 0;
+    pub const CR0_MP: u64 = 1 << 1;
+    pub const CR0_EM: u64 = 1 << 2;
+    pub const CR0_TS: u64 = 1 << 3;
+    pub const CR0_ET: u64 = 1 << 4;
+    pub const CR0_NE: u64 = 1 << 5;
+    pub const CR0_WP: u64 = 1 << 16;
+    pub const CR0_AM: u64 = 1 << 18;
+    pub const CR0_NW: u64 = 1 << 29;
+    pub const CR0_CD: u64 = 1 << 30;
+    pub const CR0_PG: u64 = 1 << 31;
+    pub const CR4_PSE: u64 = 1 << 4;
+    pub const CR4_PAE: u64 = 1 << 5;
+    pub const CR4_PGE: u64 = 1 << 7;
+    pub const CR4_OSFXSR: u64 = 1 << 9;
+    pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    pub const CR4_UMIP: u64 = 1 << 11;
+    pub const CR4_LA57: u64 = 1 << 12;
+    pub const CR4_FSGSBASE: u64 = 1 << 16;
+    pub const CR4_PCIDE: u64 = 1 << 17;
+    pub const CR4_OSXSAVE: u64 = 1 << 18;
+    pub const CR4_SMEP: u64 = 1 << 20;
+    pub const CR4_SMAP: u64 = 1 << 21;
+    pub const EFER_SCE: u64 = 1 << 0;
+    pub const EFER_LME: u64 = 1 << 8;
+    pub const EFER_LMA: u64 = 1 << 10;
+    pub const EFER_NXE: u64 = 1 << 11;
+}
+
+/// The MSRs that kernels and the tests use and that are plain storage (SDM Vol. 4).
+#[derive(Copy, Clone, Debug, Default)]
+#[repr(C)]
+pub struct Msrs {
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub fmask: u64,
+    pub kernel_gs_base: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub tsc_aux: u64,
+    pub pat: u64,
+    pub apic_base: u64,
+    pub misc_enable: u64,
+    pub tsc_offset: i64,
+}
+
+/// The processor mode that a translation depends on. Part of the block key: a block lifted for
+/// one mode is never run in another.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Mode {
+    /// 16, 32 or 64: the default operand/address size of the code segment.
+    pub code_bits: u8,
+    /// Current privilege level.
+    pub cpl: u8,
+    /// Paging on (CR0.PG).
+    pub paging: bool,
+    /// 16, 32 or 64: the stack-pointer width (SS.B, or 64 in 64-bit mode).
+    pub stack_bits: u8,
+}
+
+/// The whole architectural state of one vCPU that the translator touches.
+#[repr(C)]
+pub struct CpuState {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    /// RFLAGS without the six arithmetic flags while `cc.op != CcOp::Eflags`.
+    pub rflags: u64,
+    pub cc: LazyFlags,
+    pub seg: [Segment; 6],
+    pub ldtr: Segment,
+    pub tr: Segment,
+    pub gdtr: TableReg,
+    pub idtr: TableReg,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub xcr0: u64,
+    pub dr: [u64; 8],
+    pub msr: Msrs,
+    /// Nonzero when the run loop must regain control at the next block boundary
+    /// (pending interrupt, TLB flush, stop). Tested at every block entry.
+    pub exit_request: u32,
+    /// STI / MOV SS interrupt shadow: interrupts are not recognised before the next
+    /// instruction completes (SDM Vol. 3, 6.8.3).
+    pub interrupt_shadow: bool,
+    /// Set by the MMU when a store hit a page holding translations; the interpreter leaves the
+    /// block after the current instruction so no stale translation runs (SDM Vol. 3, 8.1.3).
+    pub code_modified: bool,
+    /// Bumped by the runtime at every soft-TLB flush; the translator's jump cache (linear RIP to
+    /// block) is valid only within one generation.
+    pub tlb_generation: u64,
+    pub tlb: SoftTlb,
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuState {
+    /// The state after RESET/INIT (SDM Vol. 3, 9.1.1), minus real mode which loaders skip.
+    pub fn new() -> Self {
+        CpuState {
+            gpr: [0; 16],
+            rip: 0xfff0,
+            rflags: rflags::FIXED1,
+            cc: LazyFlags::default(),
+            seg: [Segment::default(); 6],
+            ldtr: Segment::default(),
+            tr: Segment::default(),
+            gdtr: TableReg::default(),
+            idtr: TableReg { base: 0, limit: 0xffff },
+            cr0: cr::CR0_ET | cr::CR0_NW | cr::CR0_CD,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            cr8: 0,
+            efer: 0,
+            xcr0: 1,
+            dr: [0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400],
+            msr: Msrs { pat: 0x0007_0406_0007_0406, ..Msrs::default() },
+            exit_request: 0,
+            interrupt_shadow: false,
+            code_modified: false,
+            tlb_generation: 0,
+            tlb: SoftTlb::new(),
+        }
+    }
+
+    /// Current privilege level: the DPL of the hidden SS (SDM Vol. 3, 5.5; equal to CS.RPL
+    /// outside conforming-code corner cases).
+    pub fn cpl(&self) -> u8 {
+        self.seg[Seg::Ss as usize].dpl()
+    }
+
+    pub fn long_mode_active(&self) -> bool {
+        self.efer & cr::EFER_LMA != 0
+    }
+
+    /// Code size of the current CS: 64 in long mode with CS.L, else 32 or 16 by CS.D.
+    pub fn code_bits(&self) -> u8 {
+        let cs = &self.seg[Seg::Cs as usize];
+        if self.cr0 & cr::CR0_PE == 0 {
+            16
+        } else if self.long_mode_active() && cs.long() {
+            64
+        } else if cs.big() {
+            32
+        } else {
+            16
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        let code_bits = self.code_bits();
+        let stack_bits = match self.stack_pointer_mask() {
+            u64::MAX => 64,
+            0xffff_ffff => 32,
+            _ => 16,
+        };
+        Mode { code_bits, cpl: self.cpl(), paging: self.cr0 & cr::CR0_PG != 0, stack_bits }
+    }
+
+    /// Architectural RFLAGS, folding the lazy arithmetic flags in.
+    pub fn rflags(&self) -> u64 {
+        (self.rflags & !rflags::ARITH) | flags::arith_flags(&self.cc) | rflags::FIXED1
+    }
+
+    /// Set RFLAGS wholesale; the arithmetic flags become materialised (`CcOp::Eflags`).
+    pub fn set_rflags(&mut self, value: u64) {
+        self.rflags = (value & !(rflags::ARITH)) | rflags::FIXED1;
+        self.cc = LazyFlags { op: CcOp::Eflags as u32, size: 0, src1: value & rflags::ARITH, src2: 0, res: 0, aux: 0 };
+    }
+
+    pub fn stack_pointer_mask(&self) -> u64 {
+        if self.code_bits() == 64 {
+            u64::MAX
+        } else if self.seg[Seg::Ss as usize].big() {
+            0xffff_ffff
+        } else {
+            0xffff
+        }
+    }
+}

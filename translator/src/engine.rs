@@ -1,0 +1,153 @@
+//! The translated-code engine: find or make the block at RIP, run it, follow chained
+//! successors, and come back to the runtime on exceptions, HLT, stops and exit requests.
+
+use crate::block::{Block, BlockKey};
+use crate::cache::TranslationCache;
+use crate::cpu::{CpuState, Mode, Seg};
+use crate::env::{Env, StopReason};
+use crate::exception::Exception;
+use crate::interp::{run_block, BlockExit};
+use crate::scan::{scan_block, MAX_FETCH};
+use crate::stats::Stats;
+use crate::trace;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Why `Translator::run` returned.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RunExit {
+    /// Deliver this exception (cpu.rip is the faulting instruction, or the next one for traps
+    /// raised by callouts).
+    Raise(Exception),
+    Halt,
+    Stop(StopReason),
+    /// The block budget ran out or `cpu.exit_request` was set.
+    Yield,
+}
+
+pub struct Translator {
+    pub cache: TranslationCache,
+    /// Per-vCPU lookup by (RIP, CS base, mode), valid while the TLB is: cleared whenever the
+    /// runtime flushes the soft TLB (`cpu.tlb_generation` changes) or code is invalidated.
+    jump_cache: HashMap<(u64, u64, Mode), Rc<Block>>,
+    tlb_generation: u64,
+    pub stats: Stats,
+}
+
+impl Default for Translator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Translator { cache: TranslationCache::new(), jump_cache: HashMap::new(), tlb_generation: 0, stats: Stats::default() }
+    }
+
+    /// Run translated code for at most `budget` blocks.
+    pub fn run(&mut self, cpu: &mut CpuState, env: &mut dyn Env, budget: u64) -> RunExit {
+        let mut prev: Option<(Rc<Block>, u8)> = None;
+        for _ in 0..budget {
+            if cpu.exit_request != 0 {
+                return RunExit::Yield;
+            }
+            if cpu.tlb_generation != self.tlb_generation {
+                self.jump_cache.clear();
+                self.tlb_generation = cpu.tlb_generation;
+                prev = None;
+            }
+            let block = match prev.take().and_then(|(p, slot)| self.chained(&p, slot, cpu.rip)) {
+                Some(b) => {
+                    self.stats.chained += 1;
+                    b
+                }
+                None => match self.lookup(cpu, env) {
+                    Ok(b) => b,
+                    Err(e) => return RunExit::Raise(e),
+                },
+            };
+            block.exec_count.set(block.exec_count.get() + 1);
+            self.stats.blocks_run += 1;
+            let exit = run_block(cpu, env, &block);
+            if cpu.code_modified {
+                cpu.code_modified = false;
+                if self.cache.process_writes() {
+                    self.jump_cache.clear();
+                }
+            }
+            match exit {
+                BlockExit::Next { slot: Some(s) } if block.valid.get() => prev = Some((block, s)),
+                BlockExit::Next { .. } => {}
+                BlockExit::Raise(e) => return RunExit::Raise(e),
+                BlockExit::Halt => return RunExit::Halt,
+                BlockExit::Stop(r) => return RunExit::Stop(r),
+            }
+        }
+        RunExit::Yield
+    }
+
+    /// The cached successor of `prev` through `slot`, if still valid.
+    fn chained(&mut self, prev: &Rc<Block>, slot: u8, rip: u64) -> Option<Rc<Block>> {
+        let link = prev.chain[slot as usize].borrow();
+        match &*link {
+            Some(b) if b.valid.get() && b.key.rip == rip => Some(b.clone()),
+            _ => {
+                drop(link);
+                // Chain for next time when the successor lies in the same linear page as the
+                // block start: same page, same physical address.
+                let same_page = (prev.key.cs_base.wrapping_add(rip) ^ prev.key.cs_base.wrapping_add(prev.key.rip)) < 0x1000;
+                if same_page && prev.succ_rip[slot as usize] == rip {
+                    if let Some(b) = self.jump_cache.get(&(rip, prev.key.cs_base, prev.key.mode)) {
+                        let b = b.clone();
+                        *prev.chain[slot as usize].borrow_mut() = Some(b.clone());
+                        return Some(b);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn lookup(&mut self, cpu: &mut CpuState, env: &mut dyn Env) -> Result<Rc<Block>, Exception> {
+        let mode = cpu.mode();
+        let cs_base = cpu.seg[Seg::Cs as usize].base;
+        let rip = cpu.rip;
+        if let Some(b) = self.jump_cache.get(&(rip, cs_base, mode)) {
+            if b.valid.get() {
+                self.stats.jump_cache_hits += 1;
+                return Ok(b.clone());
+            }
+        }
+        let mut lin = cs_base.wrapping_add(rip);
+        if mode.code_bits != 64 {
+            lin &= 0xffff_ffff;
+        }
+        let mut buf = [0u8; MAX_FETCH + 16];
+        let want = ((0x1000 - (lin & 0xfff)) as usize).min(MAX_FETCH) + 15;
+        let fetched = env.fetch(cpu, lin, &mut buf[..want])?;
+        let key = BlockKey { rip, cs_base, phys: fetched.phys, mode };
+        let block = match self.cache.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let t0 = Instant::now();
+                let block = Rc::new(scan_block(key, fetched, &buf));
+                self.stats.note_translation(&block, t0.elapsed());
+                trace::block(&block);
+                for page in self.cache.insert(block.clone()) {
+                    cpu.tlb.drop_writes_to_phys(page);
+                }
+                block
+            }
+        };
+        self.jump_cache.insert((rip, cs_base, mode), block.clone());
+        Ok(block)
+    }
+
+    /// Drop every translation (the guest changed something all blocks depend on).
+    pub fn flush(&mut self) {
+        self.cache.flush();
+        self.jump_cache.clear();
+    }
+}

@@ -1,0 +1,28 @@
+//! Counters for `--stats`: how much was translated, how it ran.
+
+use crate::block::Block;
+use std::time::Duration;
+
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub blocks_translated: u64,
+    pub insns_translated: u64,
+    pub insns_lifted: u64,
+    pub insns_callout: u64,
+    pub helper_calls_lifted: u64,
+    pub blocks_run: u64,
+    pub chained: u64,
+    pub jump_cache_hits: u64,
+    pub translate_time: Duration,
+}
+
+impl Stats {
+    pub fn note_translation(&mut self, b: &Block, took: Duration) {
+        self.blocks_translated += 1;
+        self.insns_translated += b.insns.len() as u64;
+        self.insns_lifted += b.counts.lifted as u64;
+        self.insns_callout += b.counts.callouts as u64;
+        self.helper_calls_lifted += b.counts.helpers as u64;
+        self.translate_time += took;
+    }
+}
