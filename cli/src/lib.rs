@@ -1,1 +1,87 @@
-pub fn main() -> i32 { 0 }
+//! The `btvisor` command line.
+
+mod args;
+mod stats;
+
+use anyhow::Context;
+use args::{Cli, Command, RunArgs};
+use btvisor_runtime::{Vm, VmConfig, VmExit};
+use clap::Parser;
+use std::io::Write;
+
+/// Exit status for bad images and options.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status after a triple fault.
+pub const EXIT_TRIPLE_FAULT: i32 = 3;
+/// Exit status when the guest needs something btvisor does not run yet.
+pub const EXIT_UNSUPPORTED: i32 = 4;
+/// Exit status when the guest halted with interrupts disabled (it can never continue).
+pub const EXIT_HALTED: i32 = 5;
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Run(a) => match run(&a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("btvisor: {e:#}");
+                EXIT_USAGE
+            }
+        },
+    }
+}
+
+/// Serial output: straight to stdout, flushed per write so an interactive console keeps up.
+struct Console;
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
+fn run(a: &RunArgs) -> anyhow::Result<i32> {
+    let _guard = args::init_tracing(a)?;
+    let image = std::fs::read(&a.kernel).with_context(|| format!("cannot read kernel {}", a.kernel.display()))?;
+    if a.initrd.is_some() {
+        anyhow::bail!("--initrd needs the Linux boot protocol, which is not implemented yet (multiboot kernels only)");
+    }
+    let config = VmConfig { mem_bytes: a.mem, cmdline: a.append.clone().unwrap_or_default() };
+    let mut vm = Vm::new(&config, Box::new(Console))?;
+    let name = a.kernel.display().to_string();
+    vm.load_multiboot(&name, &image, &config.cmdline)?;
+    let exit = vm.run();
+    let _ = std::io::stdout().flush();
+    if a.stats {
+        eprint!("{}", stats::render(&vm));
+    }
+    Ok(match exit {
+        VmExit::ExitCode(c) => c,
+        VmExit::Shutdown => 0,
+        VmExit::TripleFault(dump) => {
+            eprintln!("btvisor: guest triple fault; VM stopped\n{dump}");
+            EXIT_TRIPLE_FAULT
+        }
+        VmExit::Unsupported(dump) => {
+            eprintln!("btvisor: unsupported guest operation; VM stopped\n{dump}");
+            EXIT_UNSUPPORTED
+        }
+        VmExit::HaltedForever(dump) => {
+            eprintln!("btvisor: guest halted with interrupts disabled; VM stopped\n{dump}");
+            EXIT_HALTED
+        }
+    })
+}

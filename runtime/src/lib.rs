@@ -1,1 +1,14 @@
-//! placeholder
+//! btvisor's runtime: the vCPU run loop, exception and interrupt delivery, the MMU and soft-TLB
+//! slow paths, guest memory, callouts for privileged and sensitive instructions, the machine's
+//! devices and the boot loaders.
+
+pub mod callouts;
+pub mod interrupts;
+pub mod loader;
+pub mod memory;
+pub mod mmu;
+pub mod segments;
+pub mod stats;
+pub mod vm;
+
+pub use vm::{Vm, VmConfig, VmError, VmExit};

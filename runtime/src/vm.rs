@@ -1,0 +1,223 @@
+//! The machine (memory, devices, time) and the vCPU run loop: translated code runs until it
+//! needs the runtime; the loop delivers exceptions and interrupts, sleeps on HLT and stops the
+//! VM with a register dump when the guest can no longer run.
+
+use crate::callouts;
+use crate::interrupts::{self, EventKind};
+use crate::loader::multiboot;
+use crate::memory::{GuestRam, MemoryError};
+use crate::mmu::Memory;
+use crate::stats::RuntimeStats;
+use btvisor_devices::PcDevices;
+use btvisor_translator::classify::CalloutKind;
+use btvisor_translator::cpu::{cr, rflags, CpuState, Seg};
+use btvisor_translator::env::{CalloutResult, Env, Fetched, StopReason};
+use btvisor_translator::exception::Exception;
+use btvisor_translator::{RunExit, Translator};
+use iced_x86::Instruction;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Everything a vCPU's callouts and memory slow paths reach.
+pub struct Machine {
+    pub mem: Memory,
+    pub devices: PcDevices,
+    pub stats: RuntimeStats,
+    /// Guest TSC = host TSC + offset (design.md 3.3).
+    pub tsc_offset: u64,
+}
+
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions on x86-64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+impl Machine {
+    pub fn guest_tsc(&self, _cpu: &CpuState) -> u64 {
+        host_tsc().wrapping_add(self.tsc_offset)
+    }
+    pub fn set_guest_tsc(&mut self, _cpu: &CpuState, v: u64) {
+        self.tsc_offset = v.wrapping_sub(host_tsc());
+    }
+}
+
+impl Env for Machine {
+    fn read_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, user: bool) -> Result<u64, Exception> {
+        self.mem.read(cpu, lin, size, user)
+    }
+    fn write_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Exception> {
+        self.mem.write(cpu, lin, size, value, user)
+    }
+    fn fetch(&mut self, cpu: &mut CpuState, lin: u64, buf: &mut [u8]) -> Result<Fetched, Exception> {
+        self.mem.fetch(cpu, lin, buf)
+    }
+    fn callout(&mut self, cpu: &mut CpuState, insn: &Instruction, kind: CalloutKind) -> CalloutResult {
+        callouts::dispatch(self, cpu, insn, kind)
+    }
+}
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest wrote to the debug-exit port: exit with this status.
+    ExitCode(i32),
+    /// A triple fault (the CPU would shut down or reset).
+    TripleFault(String),
+    /// The guest did something btvisor cannot run yet.
+    Unsupported(String),
+    /// HLT with interrupts disabled: nothing can ever wake the vCPU.
+    HaltedForever(String),
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Load(#[from] multiboot::LoadError),
+}
+
+pub struct VmConfig {
+    pub mem_bytes: u64,
+    pub cmdline: String,
+}
+
+pub struct Vm {
+    pub cpu: Box<CpuState>,
+    pub translator: Translator,
+    pub machine: Machine,
+    /// Guest instructions are counted per translated block run; wall time in the loop.
+    pub started: Instant,
+}
+
+/// Blocks run between device updates and interrupt checks.
+const BLOCK_BUDGET: u64 = 2000;
+
+impl Vm {
+    pub fn new(config: &VmConfig, serial_out: Box<dyn std::io::Write + Send>) -> Result<Vm, VmError> {
+        let ram = GuestRam::new(config.mem_bytes)?;
+        let translator = Translator::new();
+        let code_pages = translator.cache.code_pages.clone();
+        let machine = Machine {
+            mem: Memory { ram, code_pages },
+            devices: PcDevices::new(serial_out),
+            stats: RuntimeStats::default(),
+            tsc_offset: 0u64.wrapping_sub(host_tsc()),
+        };
+        Ok(Vm { cpu: Box::new(CpuState::new()), translator, machine, started: Instant::now() })
+    }
+
+    /// Load a multiboot ELF32 kernel.
+    pub fn load_multiboot(&mut self, name: &str, image: &[u8], cmdline: &str) -> Result<(), VmError> {
+        multiboot::load(name, image, cmdline, &self.machine.mem.ram, &mut self.cpu)?;
+        Ok(())
+    }
+
+    pub fn run(&mut self) -> VmExit {
+        let mut halted = false;
+        loop {
+            let now = Instant::now();
+            self.machine.devices.update(now);
+            if self.cpu.interrupt_shadow {
+                // One instruction must run first: the shadow ends after the next block.
+            } else if self.cpu.rflags & rflags::IF != 0 && self.machine.devices.interrupt_pending() {
+                if let Some(vec) = self.machine.devices.acknowledge_interrupt() {
+                    halted = false;
+                    self.machine.stats.external_interrupts += 1;
+                    tracing::trace!(target: "btvisor::traps", "irq vector {vec:#x} at rip={:#x}", self.cpu.rip);
+                    if let Err(t) = interrupts::deliver(&mut self.cpu, &self.machine.mem, vec, None, EventKind::External, None) {
+                        return VmExit::TripleFault(self.dump(&format!("triple fault delivering IRQ vector {vec:#x}: {:?}", t.last)));
+                    }
+                }
+            }
+            if halted {
+                if self.cpu.rflags & rflags::IF == 0 {
+                    return VmExit::HaltedForever(self.dump("HLT with interrupts disabled"));
+                }
+                let wake = self.machine.devices.next_deadline().unwrap_or(now + Duration::from_millis(10));
+                let wait = wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(10));
+                std::thread::sleep(wait);
+                continue;
+            }
+            if self.cpu.cr0 & cr::CR0_PE == 0 {
+                return VmExit::Unsupported(self.dump("the guest entered real mode, which btvisor does not run yet"));
+            }
+            let shadow = self.cpu.interrupt_shadow;
+            let exit = self.translator.run(&mut self.cpu, &mut self.machine, if shadow { 1 } else { BLOCK_BUDGET });
+            if shadow {
+                self.cpu.interrupt_shadow = false;
+            }
+            match exit {
+                RunExit::Yield => {}
+                RunExit::Halt => {
+                    halted = true;
+                    self.machine.stats.halts += 1;
+                }
+                RunExit::Raise(e) => {
+                    self.machine.stats.note_interrupt(e.vector, false);
+                    tracing::trace!(
+                        target: "btvisor::traps",
+                        "exception {} err={:?} rip={:#x} cpl={} addr={:?}",
+                        e.name(),
+                        e.error_code,
+                        self.cpu.rip,
+                        self.cpu.cpl(),
+                        e.fault_addr
+                    );
+                    if let Err(t) = interrupts::deliver(&mut self.cpu, &self.machine.mem, e.vector, e.error_code, EventKind::Exception, e.fault_addr) {
+                        return VmExit::TripleFault(self.dump(&format!("triple fault: {} while delivering {}", t.last.name(), e.name())));
+                    }
+                }
+                RunExit::Stop(StopReason::ExitCode(c)) => return VmExit::ExitCode(c),
+                RunExit::Stop(StopReason::Shutdown) => return VmExit::Shutdown,
+                RunExit::Stop(StopReason::Unsupported(what)) => {
+                    let msg = format!("{what}: {}", self.describe_insn_at_rip());
+                    return VmExit::Unsupported(self.dump(&msg));
+                }
+            }
+        }
+    }
+
+    fn describe_insn_at_rip(&mut self) -> String {
+        let mut buf = [0u8; 15];
+        let lin = self.cpu.seg[Seg::Cs as usize].base.wrapping_add(self.cpu.rip);
+        match self.machine.mem.fetch(&mut self.cpu, lin, &mut buf) {
+            Ok(f) => {
+                let mut d = iced_x86::Decoder::with_ip(self.cpu.code_bits() as u32, &buf[..f.len], self.cpu.rip, 0);
+                let insn = d.decode();
+                let mut s = String::new();
+                iced_x86::Formatter::format(&mut iced_x86::GasFormatter::new(), &insn, &mut s);
+                let bytes: Vec<String> = buf[..insn.len()].iter().map(|b| format!("{b:02x}")).collect();
+                format!("`{s}` ({}) at rip {:#x}", bytes.join(" "), self.cpu.rip)
+            }
+            Err(_) => format!("unreadable code at rip {:#x}", self.cpu.rip),
+        }
+    }
+
+    /// A register dump and the last translated blocks, for errors that stop the VM.
+    pub fn dump(&self, why: &str) -> String {
+        let c = &self.cpu;
+        let mut s = format!("{why}\n");
+        let names = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+        for (i, n) in names.iter().enumerate() {
+            let _ = write!(s, "{n:>4}={:016x}{}", c.gpr[i], if i % 4 == 3 { "\n" } else { " " });
+        }
+        let _ = writeln!(s, " rip={:016x} rflags={:08x} cpl={} mode={}-bit", c.rip, c.rflags(), c.cpl(), c.code_bits());
+        for seg in Seg::ALL {
+            let g = c.seg[seg as usize];
+            let _ = writeln!(s, "  {}={:04x} base={:016x} limit={:08x} attrs={:04x}", seg.name(), g.selector, g.base, g.limit, g.attrs);
+        }
+        let _ = writeln!(
+            s,
+            " cr0={:08x} cr2={:016x} cr3={:016x} cr4={:08x} efer={:x}\n gdtr={:x}/{:x} idtr={:x}/{:x} tr={:04x} ldtr={:04x}",
+            c.cr0, c.cr2, c.cr3, c.cr4, c.efer, c.gdtr.base, c.gdtr.limit, c.idtr.base, c.idtr.limit, c.tr.selector, c.ldtr.selector
+        );
+        let _ = write!(s, " last blocks:");
+        for rip in self.translator.recent_blocks() {
+            let _ = write!(s, " {rip:#x}");
+        }
+        s.push('\n');
+        s
+    }
+}
