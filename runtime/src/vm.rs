@@ -118,10 +118,9 @@ impl Vm {
         let mut halted = false;
         loop {
             let now = Instant::now();
+            self.cpu.exit_request = 0;
             self.machine.devices.update(now);
-            if self.cpu.interrupt_shadow {
-                // One instruction must run first: the shadow ends after the next block.
-            } else if self.cpu.rflags & rflags::IF != 0 && self.machine.devices.interrupt_pending() {
+            if !self.cpu.interrupt_shadow && self.cpu.rflags & rflags::IF != 0 && self.machine.devices.interrupt_pending() {
                 if let Some(vec) = self.machine.devices.acknowledge_interrupt() {
                     halted = false;
                     self.machine.stats.external_interrupts += 1;
@@ -143,18 +142,17 @@ impl Vm {
             if self.cpu.cr0 & cr::CR0_PE == 0 {
                 return VmExit::Unsupported(self.dump("the guest entered real mode, which btvisor does not run yet"));
             }
-            let shadow = self.cpu.interrupt_shadow;
-            let exit = self.translator.run(&mut self.cpu, &mut self.machine, if shadow { 1 } else { BLOCK_BUDGET });
-            if shadow {
-                self.cpu.interrupt_shadow = false;
-            }
+            let exit = self.translator.run(&mut self.cpu, &mut self.machine, BLOCK_BUDGET);
             match exit {
                 RunExit::Yield => {}
                 RunExit::Halt => {
+                    // HLT retired: it was the instruction after any STI.
+                    self.cpu.interrupt_shadow = false;
                     halted = true;
                     self.machine.stats.halts += 1;
                 }
                 RunExit::Raise(e) => {
+                    self.cpu.interrupt_shadow = false;
                     self.machine.stats.note_interrupt(e.vector, false);
                     tracing::trace!(
                         target: "btvisor::traps",

@@ -11,9 +11,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 if head -n 5 "$src" | grep -q '^# bits: 64'; then
     as --64 -I "$here/lib" -I "$here" -o "$tmp/k.o" "$src"
-    ld -m elf_x86_64 -nostdlib -z max-page-size=0x1000 -T "$here/lib/link32.ld" -o "$tmp/k64.elf" "$tmp/k.o"
+    ld -m elf_x86_64 -nostdlib -z max-page-size=0x1000 --no-warn-rwx-segments -T "$here/lib/link32.ld" -o "$tmp/k64.elf" "$tmp/k.o"
     objcopy -O elf32-i386 "$tmp/k64.elf" "$out"
 else
     as --32 -I "$here/lib" -I "$here" -o "$tmp/k.o" "$src"
-    ld -m elf_i386 -nostdlib -z max-page-size=0x1000 -T "$here/lib/link32.ld" -o "$out" "$tmp/k.o"
+    ld -m elf_i386 -nostdlib -z max-page-size=0x1000 --no-warn-rwx-segments -T "$here/lib/link32.ld" -o "$out" "$tmp/k.o"
 fi

@@ -182,6 +182,10 @@ pub struct Mode {
     pub stack_bits: u8,
 }
 
+/// `CpuState::exit_request` bit: interrupts just became enabled; let the run loop look for a
+/// pending one before running on.
+pub const EXIT_INTERRUPT_WINDOW: u32 = 1;
+
 /// The whole architectural state of one vCPU that the translator touches.
 #[repr(C)]
 pub struct CpuState {

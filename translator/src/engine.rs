@@ -33,6 +33,9 @@ pub struct Translator {
     jump_cache: HashMap<(u64, u64, Mode), Rc<Block>>,
     tlb_generation: u64,
     pub stats: Stats,
+    /// The last blocks entered (RIPs), for register dumps when the VM stops.
+    recent: [u64; 16],
+    recent_pos: usize,
 }
 
 impl Default for Translator {
@@ -43,15 +46,32 @@ impl Default for Translator {
 
 impl Translator {
     pub fn new() -> Self {
-        Translator { cache: TranslationCache::new(), jump_cache: HashMap::new(), tlb_generation: 0, stats: Stats::default() }
+        Translator {
+            cache: TranslationCache::new(),
+            jump_cache: HashMap::new(),
+            tlb_generation: 0,
+            stats: Stats::default(),
+            recent: [u64::MAX; 16],
+            recent_pos: 0,
+        }
     }
 
     /// Run translated code for at most `budget` blocks.
     pub fn run(&mut self, cpu: &mut CpuState, env: &mut dyn Env, budget: u64) -> RunExit {
         let mut prev: Option<(Rc<Block>, u8)> = None;
+        // STI and MOV SS block interrupts until one more instruction completed; a block is at
+        // least one instruction, so the shadow ends after the next block (SDM Vol. 3, 6.8.3).
+        let mut shadow_block_run = false;
         for _ in 0..budget {
             if cpu.exit_request != 0 {
                 return RunExit::Yield;
+            }
+            if cpu.interrupt_shadow {
+                if shadow_block_run {
+                    cpu.interrupt_shadow = false;
+                    return RunExit::Yield;
+                }
+                shadow_block_run = true;
             }
             if cpu.tlb_generation != self.tlb_generation {
                 self.jump_cache.clear();
@@ -69,6 +89,8 @@ impl Translator {
                 },
             };
             block.exec_count.set(block.exec_count.get() + 1);
+            self.recent[self.recent_pos % self.recent.len()] = block.key.rip;
+            self.recent_pos += 1;
             self.stats.blocks_run += 1;
             let exit = run_block(cpu, env, &block);
             if cpu.code_modified {
@@ -143,6 +165,12 @@ impl Translator {
         };
         self.jump_cache.insert((rip, cs_base, mode), block.clone());
         Ok(block)
+    }
+
+    /// The RIPs of the most recently entered blocks, oldest first.
+    pub fn recent_blocks(&self) -> Vec<u64> {
+        let n = self.recent.len();
+        (0..n).map(|i| self.recent[(self.recent_pos + i) % n]).filter(|&r| r != u64::MAX).collect()
     }
 
     /// Drop every translation (the guest changed something all blocks depend on).

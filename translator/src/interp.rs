@@ -50,16 +50,20 @@ pub fn set_reg(cpu: &mut CpuState, r: u8, sz: u8, v: u64) {
     };
 }
 
-/// Linear address of a segment-relative offset (SDM Vol. 3, 3.4). Limit checks are not done
-/// yet (ARCHITECTURE.md, known limits).
+/// Linear address of a segment-relative offset (SDM Vol. 3, 3.4). An access through a null
+/// (unusable) segment register faults; limit checks are not done yet (ARCHITECTURE.md, known
+/// limits).
 #[inline(always)]
-pub fn linear(cpu: &CpuState, seg: u8, off: u64, flags: u8) -> u64 {
-    let lin = if seg == NO_SEG { off } else { off.wrapping_add(cpu.seg[seg as usize].base) };
-    if flags & mem::WRAP32 != 0 {
-        lin & 0xffff_ffff
-    } else {
-        lin
+pub fn linear(cpu: &CpuState, seg: u8, off: u64, flags: u8) -> Result<u64, Exception> {
+    if seg == NO_SEG {
+        return Ok(off);
     }
+    let s = &cpu.seg[seg as usize];
+    if s.attrs & crate::cpu::Segment::ATTR_P == 0 {
+        return Err(Exception::gp(0));
+    }
+    let lin = off.wrapping_add(s.base);
+    Ok(if flags & mem::WRAP32 != 0 { lin & 0xffff_ffff } else { lin })
 }
 
 /// Read guest memory: soft-TLB fast path, else the runtime's slow path.
@@ -172,14 +176,20 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
             Op::Cond { d, cc } => t[d as usize] = flags::eval_cond_lazy(cc, &cpu.cc) as u64,
             Op::Select { d, c, a, b } => t[d as usize] = if t[c as usize] != 0 { t[a as usize] } else { t[b as usize] },
             Op::Load { d, seg, a, sz, flags } => {
-                let lin = linear(cpu, seg, t[a as usize], flags);
+                let lin = match linear(cpu, seg, t[a as usize], flags) {
+                    Ok(l) => l,
+                    Err(e) => fault!(stack_fault(e, flags)),
+                };
                 match read_mem(cpu, env, lin, sz, user) {
                     Ok(v) => t[d as usize] = v,
                     Err(e) => fault!(stack_fault(e, flags)),
                 }
             }
             Op::Store { seg, a, s, sz, flags } => {
-                let lin = linear(cpu, seg, t[a as usize], flags);
+                let lin = match linear(cpu, seg, t[a as usize], flags) {
+                    Ok(l) => l,
+                    Err(e) => fault!(stack_fault(e, flags)),
+                };
                 if let Err(e) = write_mem(cpu, env, lin, sz, t[s as usize], user) {
                     fault!(stack_fault(e, flags));
                 }

@@ -16,7 +16,7 @@ use iced_x86::Instruction;
 /// A temporary: an index into the per-instruction temp file.
 pub type T = u8;
 /// Number of temporaries available to one guest instruction.
-pub const TEMPS: usize = 24;
+pub const TEMPS: usize = 64;
 /// "No segment": 64-bit mode addressing where the segment base is ignored (SDM Vol. 1, 3.3.7.1).
 pub const NO_SEG: u8 = 0xff;
 /// Register numbers 16..19 name AH, CH, DH, BH.

@@ -129,7 +129,13 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
             n => n,
         };
         if to_ctl {
-            cpu.dr[n] = operand::reg_read(cpu, gpr).unwrap_or(0);
+            let v = operand::reg_read(cpu, gpr).unwrap_or(0);
+            // DR6 bits 4..11 and 16..31 read as 1, DR7 bit 10 as 1 (SDM Vol. 3, 18.2).
+            cpu.dr[n] = match n {
+                6 => (v & 0xe00f) | 0xffff_0ff0,
+                7 => (v & 0xffff_27ff) | 0x400,
+                _ => v,
+            };
         } else {
             operand::reg_write(cpu, gpr, cpu.dr[n]);
         }

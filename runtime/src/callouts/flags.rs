@@ -38,6 +38,10 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
             let new = (old & !changeable) | (v & changeable);
             operand::add_sp(cpu, size as u64);
             cpu.set_rflags(new);
+            if new & IF != 0 && old & IF == 0 {
+                // Interrupts become deliverable right after POPF (no shadow, unlike STI).
+                cpu.exit_request |= btvisor_translator::cpu::EXIT_INTERRUPT_WINDOW;
+            }
         }
         CalloutKind::Cli | CalloutKind::Sti => {
             if cpu.cpl() > iopl(cpu) {

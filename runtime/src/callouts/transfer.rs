@@ -87,11 +87,10 @@ fn far(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
 }
 
 fn far_return(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
-    let size = operand::op_size(insn).max(2);
-    let size = match insn.code() {
+    let size: u8 = match insn.code() {
         iced_x86::Code::Retfq | iced_x86::Code::Retfq_imm16 => 8,
         iced_x86::Code::Retfw | iced_x86::Code::Retfw_imm16 => 2,
-        _ => if size == 8 { 8 } else { 4 },
+        _ => 4,
     };
     let imm = if insn.op_count() == 1 { insn.immediate16() as u64 } else { 0 };
     let off = operand::peek(cpu, &m.mem, 0, size)?;
@@ -240,6 +239,9 @@ fn iret(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
         None => operand::add_sp(cpu, 3 * size as u64),
     }
     cpu.set_rflags(new_flags);
+    if new_flags & IF != 0 && old & IF == 0 {
+        cpu.exit_request |= btvisor_translator::cpu::EXIT_INTERRUPT_WINDOW;
+    }
     if rpl > cpl {
         null_inaccessible_segments(cpu);
     }

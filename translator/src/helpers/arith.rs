@@ -271,13 +271,15 @@ fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
             set_arith(cpu, szp(nal, 1) | if ncf { CF } else { 0 } | if naf { AF } else { 0 });
         }
         Mnemonic::Aaa | Mnemonic::Aas => {
+            // AX + 106H / AX - 6 then AH - 1: the carry or borrow out of AL reaches AH.
+            let _ = ah;
             let (nax, adj) = if (al & 0xf) > 9 || af {
                 let v = if x.insn.mnemonic() == Mnemonic::Aaa {
-                    ((ah + 1) << 8 | (al + 6)) & 0xffff
+                    ax.wrapping_add(0x106)
                 } else {
-                    (((ah.wrapping_sub(1)) << 8) | (al.wrapping_sub(6) & 0xff)) & 0xffff
+                    ax.wrapping_sub(6).wrapping_sub(0x100)
                 };
-                (v, true)
+                (v & 0xffff, true)
             } else {
                 (ax, false)
             };
@@ -305,3 +307,13 @@ fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
     Ok(0)
 }
 pub const BCD: Helper = Helper { name: "bcd", f: bcd };
+
+/// BOUND: #BR when the signed index `a` lies outside [b, c] (SDM Vol. 2, BOUND).
+fn bound(_cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
+    let s = |v: u64| sext128(v, x.sz);
+    if s(x.a) < s(x.b) || s(x.a) > s(x.c) {
+        return Err(Exception::new(crate::exception::vector::BR));
+    }
+    Ok(0)
+}
+pub const BOUND: Helper = Helper { name: "bound", f: bound };

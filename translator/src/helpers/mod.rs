@@ -4,6 +4,7 @@
 
 pub mod arith;
 pub mod flagops;
+pub mod frame;
 pub mod string;
 
 use crate::cpu::{rflags, CpuState};

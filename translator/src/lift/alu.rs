@@ -2,9 +2,9 @@
 
 use super::{LiftError, Lifter};
 use crate::flags::CcOp;
-use crate::helpers::arith::{BCD, DIV, IMUL2, MUL1, SHIFT};
+use crate::helpers::arith::{BCD, BOUND, DIV, IMUL2, MUL1, SHIFT};
 use crate::ir::BinOp;
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, Mnemonic};
 
 pub fn arith(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     let sz = Lifter::op_size(insn, 0);
@@ -105,14 +105,27 @@ pub fn muldiv(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     Ok(())
 }
 
-pub fn bcd(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
+pub fn bcd(l: &mut Lifter, _insn: &Instruction) -> Result<(), LiftError> {
     if l.mode.code_bits == 64 {
         // These encodings are invalid in 64-bit mode (SDM Vol. 2, "Instruction Set Reference").
         l.end(crate::ir::Op::Raise { e: crate::exception::Exception::ud() });
         return Ok(());
     }
     let z = l.konst(0);
-    let _ = insn.op_kind(0) == OpKind::Immediate8;
     l.call(BCD, 1, z, z, z);
+    Ok(())
+}
+
+/// BOUND r, m: the two signed bounds are consecutive operand-sized words at the memory operand.
+pub fn bound(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
+    let sz = Lifter::op_size(insn, 0);
+    let idx = l.read_op(insn, 0)?;
+    let ea = l.ea(insn)?;
+    let seg = l.seg_index(insn.memory_segment());
+    let lo = l.load(seg, ea, sz, false);
+    let hi_a0 = l.bin_imm(BinOp::Add, ea, sz as u64);
+    let hi_a = l.bin_imm(BinOp::And, hi_a0, 0xffff_ffff);
+    let hi = l.load(seg, hi_a, sz, false);
+    l.call(BOUND, sz, idx, lo, hi);
     Ok(())
 }

@@ -24,11 +24,13 @@ pub struct Lifter {
     /// Set when the instruction ended the block (emitted a terminator).
     pub ended: bool,
     pub helpers: u32,
+    /// Set when an instruction needed more than `TEMPS` temporaries: its lift fails cleanly.
+    temps_exhausted: bool,
 }
 
 impl Lifter {
     pub fn new(mode: Mode) -> Self {
-        Lifter { ops: Vec::with_capacity(64), ntemp: 0, mode, ea: None, ended: false, helpers: 0 }
+        Lifter { ops: Vec::with_capacity(64), ntemp: 0, mode, ea: None, ended: false, helpers: 0, temps_exhausted: false }
     }
 
     /// Lift one instruction; `idx` is its index in the block.
@@ -37,7 +39,11 @@ impl Lifter {
         self.ea = None;
         self.ops.push(Op::Insn { idx, rip: insn.ip() });
         let mark = self.ops.len();
-        let r = self.lift_inner(insn);
+        self.temps_exhausted = false;
+        let mut r = self.lift_inner(insn);
+        if self.temps_exhausted {
+            r = Err("instruction needs more temporaries than the IR provides");
+        }
         if r.is_err() {
             self.ops.truncate(mark);
         }
@@ -51,6 +57,7 @@ impl Lifter {
             Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd => alu::shift(self, insn),
             Mul | Imul | Div | Idiv => alu::muldiv(self, insn),
             Daa | Das | Aaa | Aas | Aam | Aad | Salc => alu::bcd(self, insn),
+            Bound => alu::bound(self, insn),
             Bt | Bts | Btr | Btc => bits::bit_test(self, insn),
             Bsf | Bsr | Tzcnt | Lzcnt | Popcnt | Bswap => bits::scan(self, insn),
             Clc | Stc | Cmc | Cld | Std | Lahf | Sahf => bits::flag_ops(self, insn),
@@ -73,9 +80,12 @@ impl Lifter {
     // ---------- temporaries and constants ----------
 
     pub fn tmp(&mut self) -> T {
+        if self.ntemp as usize >= TEMPS {
+            self.temps_exhausted = true;
+            return 0;
+        }
         let t = self.ntemp;
         self.ntemp += 1;
-        assert!((self.ntemp as usize) <= TEMPS, "lifter used more than {TEMPS} temporaries");
         t
     }
 

@@ -3,7 +3,6 @@
 
 use super::{LiftError, Lifter};
 use crate::cpu::reg;
-use crate::ir::BinOp;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 pub fn stack(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
@@ -21,11 +20,19 @@ pub fn stack(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             let (v, nsp) = l.pop_value(sp, sz);
             if insn.op_kind(0) == OpKind::Memory {
                 // The destination address is computed with the incremented stack pointer
-                // (SDM Vol. 2, POP); only matters when RSP is the base register.
+                // (SDM Vol. 2, POP): with RSP as the base, that is the decoded address plus
+                // the operand size.
                 if insn.memory_base().full_register() == iced_x86::Register::RSP {
-                    return Err("pop to an RSP-based memory operand");
+                    let ea = l.ea(insn)?;
+                    let mut a = l.bin_imm(crate::ir::BinOp::Add, ea, sz as u64);
+                    if l.mode.code_bits != 64 {
+                        a = l.bin_imm(crate::ir::BinOp::And, a, 0xffff_ffff);
+                    }
+                    let seg = l.seg_index(insn.memory_segment());
+                    l.store(seg, a, v, sz, false);
+                } else {
+                    l.write_op(insn, 0, v)?;
                 }
-                l.write_op(insn, 0, v)?;
                 l.set_sp(nsp);
             } else {
                 l.set_sp(nsp);
@@ -59,20 +66,10 @@ pub fn stack(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             l.set_sp(sp);
         }
         Mnemonic::Enter => {
-            if insn.immediate8_2nd() & 31 != 0 {
-                return Err("ENTER with a nesting level");
-            }
             let sz = l.stack_op_size(insn);
-            let rbp = l.get_n(reg::RBP, sz);
-            let sp = l.get_sp();
-            let frame = l.push_value(sp, rbp, sz);
             let alloc = l.konst(insn.immediate16() as u64);
-            let mut nsp = l.bin(BinOp::Sub, frame, alloc);
-            if l.mode.stack_bits != 64 {
-                nsp = l.bin_imm(BinOp::And, nsp, if l.mode.stack_bits == 32 { 0xffff_ffff } else { 0xffff });
-            }
-            l.set_n(reg::RBP, sz, frame);
-            l.set_sp(nsp);
+            let level = l.konst(insn.immediate8_2nd() as u64);
+            l.call(crate::helpers::frame::ENTER, sz, alloc, level, level);
         }
         Mnemonic::Leave => {
             let sz = l.stack_op_size(insn);

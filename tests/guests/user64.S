@@ -1,0 +1,320 @@
+# bits: 64
+# Ring 3 in long mode: TSS64 rsp0, user segments in the SYSRET layout (STAR), sysretq and iretq
+# into ring 3, syscalls through SYSCALL (LSTAR; RCX/R11 checked; FMASK clears IF/TF/DF) and
+# through int $0x80 (DPL-3 gate), user faults reported and skipped by the kernel (#PF on a
+# supervisor page, #GP on hlt/cli/in/mov cr0, #GP for int3 through a DPL-0 gate then #BP, #UD,
+# #DE), demand paging (#PF on a not-present page fixed by mapping it and retrying), a
+# compatibility-mode user segment doing int $0x80, and finally an exit syscall.
+# expect-exit: 1
+.include "multiboot.inc"
+.include "long64.inc"
+.include "serial64.inc"
+.include "idt64.inc"
+
+.set MSR_STAR, 0xC0000081
+.set MSR_LSTAR, 0xC0000082
+.set MSR_FMASK, 0xC0000084
+.set SYS_PUTS, 1
+.set SYS_PUTHEX, 2
+.set SYS_EXIT, 3
+.set SYS_CHECK, 4
+.set SYS_PHASE2, 5
+.set DEMAND_VA, 0x40000000
+
+# user-side helpers (ring 3): print through SYSCALL
+.macro UPUTS text
+    .pushsection .rodata
+9000: .asciz "\text"
+    .popsection
+    lea 9000b(%rip), %rdi
+    mov $SYS_PUTS, %eax
+    syscall
+.endm
+.macro UPUTHEX label, val
+    UPUTS "\label="
+    mov \val, %rdi
+    mov $SYS_PUTHEX, %eax
+    syscall
+.endm
+
+.section .text
+main64:
+    call idt64_init
+    mov $0xff, %al
+    out %al, $0x21
+    out %al, $0xa1
+    PUTS "user64\n"
+    # user-accessible mappings: the first 2 MiB (this image) U=1; 2..4 MiB stays supervisor
+    orq $4, boot_pml4(%rip)
+    orq $4, boot_pdpt(%rip)
+    orq $4, boot_pd(%rip)
+    mov %cr3, %rax
+    mov %rax, %cr3
+    # TSS64: rsp0 for interrupts from ring 3
+    lea kstack_top(%rip), %rax
+    mov %rax, tss64+4(%rip)
+    movw $104, tss64+102(%rip)
+    mov $TSS_SEL, %edi
+    lea tss64(%rip), %rsi
+    mov $103, %edx
+    mov $0x89, %ecx
+    call gdt_set_sys
+    mov $TSS_SEL, %ax
+    ltr %ax
+    # gates and handlers
+    mov $0x80, %edi
+    mov $0xEE00, %edx                  # DPL 3 interrupt gate
+    call idt_set_attr
+    lea int80_handler(%rip), %rax
+    mov %rax, exc_handlers+0x80*8(%rip)
+    lea user_fault(%rip), %rax
+    mov %rax, exc_handlers+0*8(%rip)
+    mov %rax, exc_handlers+3*8(%rip)
+    mov %rax, exc_handlers+6*8(%rip)
+    mov %rax, exc_handlers+13*8(%rip)
+    lea pf_handler(%rip), %rax
+    mov %rax, exc_handlers+14*8(%rip)
+    # SYSCALL / SYSRET
+    mov $MSR_EFER, %ecx
+    rdmsr
+    or $1, %eax                        # SCE
+    wrmsr
+    mov $MSR_STAR, %ecx
+    xor %eax, %eax
+    mov $((UCODE32|3) << 16) | KCODE64, %edx
+    wrmsr
+    mov $MSR_LSTAR, %ecx
+    lea syscall_entry(%rip), %rax
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
+    mov $MSR_FMASK, %ecx
+    mov $0x700, %eax                   # TF IF DF
+    xor %edx, %edx
+    wrmsr
+    PUTS "entering ring 3 with sysretq\n"
+    lea user_main(%rip), %rcx
+    mov $0x202, %r11d
+    lea ustack_top(%rip), %rsp
+    sysretq
+
+# ---------------------------------------------------------------- kernel side
+syscall_entry:
+    mov %rsp, sc_user_rsp(%rip)
+    lea sc_stack_top(%rip), %rsp
+    push %rcx
+    push %r11
+    mov %rcx, sc_rcx(%rip)
+    mov %r11, sc_r11(%rip)
+    pushfq
+    pop sc_kflags(%rip)
+    call sys_dispatch
+    pop %r11
+    pop %rcx
+    mov sc_user_rsp(%rip), %rsp
+    sysretq
+
+int80_handler:
+    push %rdi
+    mov F_CS(%rdi), %rax
+    mov %ax, int80_cs(%rip)
+    mov F_RAX(%rdi), %rax
+    mov F_RDI(%rdi), %rdi
+    call sys_dispatch
+    pop %rdi
+    ret
+
+# sys_dispatch: rax = number, rdi = argument, rdx = expected RCX (SYS_CHECK).
+sys_dispatch:
+    cmp $SYS_PUTS, %eax
+    jne 1f
+    mov %rdi, %rsi
+    call puts
+    ret
+1:  cmp $SYS_PUTHEX, %eax
+    jne 1f
+    mov %rdi, %rax
+    call puthex64
+    call newline
+    ret
+1:  cmp $SYS_EXIT, %eax
+    jne 1f
+    PUTS "exit syscall from cs="
+    mov sc_rcx(%rip), %rax             # (unused) keep the line simple: print the code
+    mov %edi, %eax
+    PUTS "ring 3, code="
+    call puthex8
+    call newline
+    mov %dil, %al
+    call exit
+1:  cmp $SYS_CHECK, %eax
+    jne 1f
+    PUTS "syscall: rcx==return rip "
+    cmp sc_rcx(%rip), %rdx
+    sete %al
+    call puthex8
+    PUTS ", r11&(IF|TF|DF)="
+    mov sc_r11(%rip), %rax
+    and $0x700, %eax
+    call puthex16
+    PUTS ", rflags in handler&(IF|TF|DF)="
+    mov sc_kflags(%rip), %rax
+    and $0x700, %eax
+    call puthex16
+    call newline
+    ret
+1:  cmp $SYS_PHASE2, %eax
+    jne 1f
+    PUTS "iretq to ring 3\n"
+    push $UDATA|3
+    lea ustack_top(%rip), %rax
+    push %rax
+    push $0x202
+    push $UCODE64|3
+    lea user_phase2(%rip), %rax
+    push %rax
+    iretq
+1:  PUTS "bad syscall\n"
+    mov $4, %al
+    call exit
+
+user_fault:
+    call exc_report
+    PUTS "  from cpl="
+    mov F_CS(%rdi), %rax
+    and $3, %eax
+    call puthex8
+    call newline
+    mov exc_resume(%rip), %rax
+    test %rax, %rax
+    jz 1f
+    mov %rax, F_RIP(%rdi)
+    movq $0, exc_resume(%rip)
+    movq $0, exc_ref(%rip)
+    ret
+1:  PUTS "unexpected\n"
+    mov $5, %al
+    call exit
+
+pf_handler:
+    mov %cr2, %rax
+    cmp $DEMAND_VA, %rax
+    jb user_fault
+    cmp $DEMAND_VA + 0x200000, %rax
+    jae user_fault
+    PUTS "demand #PF err="
+    mov F_ERR(%rdi), %rax
+    call puthex32
+    PUTS " cr2="
+    mov %cr2, %rax
+    call puthex64
+    call newline
+    lea demand_pd(%rip), %rax
+    movq $0x600000 | 0x87, (%rax)      # 2 MiB page, P RW U PS
+    or $7, %rax
+    mov %rax, boot_pdpt+8(%rip)        # PDPT[1]: VA 1 GiB
+    ret                                # (a not-present entry is never cached: no flush needed)
+
+# ---------------------------------------------------------------- user side (ring 3)
+user_main:
+    UPUTS "hello from ring 3\n"
+    mov %cs, %eax
+    UPUTHEX "user cs", %rax
+    mov %ss, %eax
+    UPUTHEX "user ss", %rax
+    pushfq
+    pop %rax
+    and $0x3200, %eax
+    UPUTHEX "user IF|IOPL", %rax
+    std                                # DF=1 and IF=1 on entry: FMASK clears both
+    lea 1f(%rip), %rdx
+    mov $SYS_CHECK, %eax
+    syscall
+1:  pushfq
+    cld
+    pop %rax
+    and $0x600, %eax
+    UPUTHEX "flags restored from r11 (IF|DF)", %rax
+    mov $0x1234, %rdi
+    mov $SYS_PUTHEX, %eax
+    int $0x80
+    UPUTHEX "int80 saved cs", int80_cs(%rip)
+    # faults, each reported and skipped by the kernel
+    EXPECT_EXC 1f, 2f
+1:  mov 0x200000, %rax                 # supervisor page: #PF err=5 (P, U)
+2:  EXPECT_EXC 1f, 2f
+1:  movb $0, 0x200010                  # write: err=7
+2:  EXPECT_EXC 1f, 2f
+1:  hlt                                # #GP(0)
+2:  EXPECT_EXC 1f, 2f
+1:  cli                                # #GP(0): IOPL 0 < CPL 3
+2:  EXPECT_EXC 1f, 2f
+1:  in $0x71, %al                      # #GP(0): no I/O bitmap
+2:  EXPECT_EXC 1f, 2f
+1:  mov %cr0, %rax                     # #GP(0)
+2:  EXPECT_EXC 1f, 2f
+1:  int3                               # DPL-0 gate: #GP(vector 3: 0x1a)
+2:  EXPECT_EXC 1f, 2f
+1:  int $0x40                          # DPL-0 gate: #GP(0x202)
+2:  EXPECT_EXC 1f, 2f
+1:  ud2                                # #UD
+2:  EXPECT_EXC 1f, 2f
+    xor %ecx, %ecx
+1:  div %ecx                           # #DE
+2:  mov $SYS_PHASE2, %eax
+    syscall
+    UPUTS "not reached\n"
+
+user_phase2:
+    UPUTS "ring 3 again\n"
+    mov $1, %eax
+    int $0x80                          # kernel marks vector 3 DPL 3 on the next line? no: see below
+    # demand paging: the kernel maps the page and the write is retried
+    mov $DEMAND_VA + 0x1230, %rbx
+    movq $0xd00d, (%rbx)
+    mov (%rbx), %rax
+    UPUTHEX "demand page value", %rax
+    mov 0x601230, %rax                 # the same frame through the identity map
+    UPUTHEX "through identity", %rax
+    # compatibility-mode user code segment
+    ljmp *ucompat_ptr(%rip)
+.code32
+ucompat:
+    mov $SYS_PUTS, %eax
+    mov $compat_msg, %edi
+    int $0x80
+    ljmp $UCODE64|3, $ucompat_back
+.code64
+ucompat_back:
+    UPUTHEX "int80 saved cs", int80_cs(%rip)
+    mov %cs, %eax
+    UPUTHEX "back in cs", %rax
+    mov $0, %edi
+    mov $SYS_EXIT, %eax
+    syscall
+    ud2
+
+.section .rodata
+compat_msg: .asciz "int 0x80 from compatibility mode\n"
+.section .data
+.align 16
+tss64: .skip 104
+.align 8
+ucompat_ptr: .long ucompat
+    .word UCODE32|3
+sc_user_rsp: .quad 0
+sc_rcx: .quad 0
+sc_r11: .quad 0
+sc_kflags: .quad 0
+int80_cs: .quad 0
+
+.section .bss
+.align 4096
+demand_pd: .skip 4096
+.align 16
+    .skip 4096
+kstack_top:
+    .skip 4096
+sc_stack_top:
+    .skip 4096
+ustack_top:
