@@ -70,7 +70,7 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     }
     Ok(match exit {
         VmExit::ExitCode(c) => c,
-        VmExit::Shutdown => 0,
+        VmExit::Shutdown | VmExit::Timeout => 0,
         VmExit::TripleFault(dump) => {
             eprintln!("btvisor: guest triple fault; VM stopped\n{dump}");
             EXIT_TRIPLE_FAULT

@@ -68,6 +68,8 @@ pub enum VmExit {
     /// HLT with interrupts disabled: nothing can ever wake the vCPU.
     HaltedForever(String),
     Shutdown,
+    /// `Vm::deadline` passed.
+    Timeout,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +89,9 @@ pub struct Vm {
     pub cpu: Box<CpuState>,
     pub translator: Translator,
     pub machine: Machine,
-    /// Guest instructions are counted per translated block run; wall time in the loop.
     pub started: Instant,
+    /// Stop with `VmExit::Timeout` at this instant (tests and fuzzing; `None` runs forever).
+    pub deadline: Option<Instant>,
 }
 
 /// Blocks run between device updates and interrupt checks.
@@ -105,7 +108,7 @@ impl Vm {
             stats: RuntimeStats::default(),
             tsc_offset: 0u64.wrapping_sub(host_tsc()),
         };
-        Ok(Vm { cpu: Box::new(CpuState::new()), translator, machine, started: Instant::now() })
+        Ok(Vm { cpu: Box::new(CpuState::new()), translator, machine, started: Instant::now(), deadline: None })
     }
 
     /// Load a multiboot ELF32 kernel.
@@ -118,6 +121,9 @@ impl Vm {
         let mut halted = false;
         loop {
             let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return VmExit::Timeout;
+            }
             self.cpu.exit_request = 0;
             self.machine.devices.update(now);
             if !self.cpu.interrupt_shadow && self.cpu.rflags & rflags::IF != 0 && self.machine.devices.interrupt_pending() {

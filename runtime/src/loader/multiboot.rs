@@ -115,7 +115,7 @@ fn write_info(ram: &GuestRam, cmdline: &str) {
 /// The machine state at the multiboot entry (spec 3.2): flat 4 GiB code and data segments,
 /// protected mode, paging off, interrupts off. A GDT with those descriptors is placed in RAM
 /// so that a kernel reloading segment registers before its own LGDT still finds them.
-fn setup_cpu(ram: &GuestRam, cpu: &mut CpuState, entry: u64) {
+pub fn setup_cpu(ram: &GuestRam, cpu: &mut CpuState, entry: u64) {
     let gdt: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
     ram.write(GDT_ADDR, &bytes);
