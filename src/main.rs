@@ -1,1 +1,3 @@
-fn main() { std::process::exit(btvisor_cli::main()) }
+fn main() {
+    std::process::exit(btvisor_cli::main())
+}

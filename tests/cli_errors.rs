@@ -7,7 +7,10 @@ use std::time::Duration;
 
 fn run_args(args: &[&str]) -> (Option<i32>, String) {
     let out = btvisor(args, Duration::from_secs(20));
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn write_tmp(name: &str, bytes: &[u8]) -> String {
@@ -42,7 +45,10 @@ fn no_multiboot_header() {
     let mut bytes = std::fs::read(elf).unwrap();
     // Destroy the magic wherever it is.
     let magic = 0x1BADB002u32.to_le_bytes();
-    let pos = bytes.windows(4).position(|w| w == magic).expect("hello has a multiboot header");
+    let pos = bytes
+        .windows(4)
+        .position(|w| w == magic)
+        .expect("hello has a multiboot header");
     bytes[pos] ^= 0xff;
     let p = write_tmp("nomb.elf", &bytes);
     let (code, err) = run_args(&["run", "--kernel", &p]);
@@ -94,5 +100,8 @@ fn triple_fault_stops_with_a_register_dump() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("triple fault"), "{err}");
-    assert!(err.contains("rip=") && err.contains("cr0=") && err.contains("last blocks:"), "{err}");
+    assert!(
+        err.contains("rip=") && err.contains("cr0=") && err.contains("last blocks:"),
+        "{err}"
+    );
 }

@@ -9,17 +9,25 @@ fn check(name: &str) {
     let _g = GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let elf = build_guest(name);
     let out = run_kernel(&elf, &[]);
-    let expected = std::fs::read_to_string(guests_dir().join(format!("{name}.expected"))).expect("read NAME.expected");
+    let expected = std::fs::read_to_string(guests_dir().join(format!("{name}.expected")))
+        .expect("read NAME.expected");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stdout != expected {
-        let first = stdout.lines().zip(expected.lines()).position(|(a, b)| a != b);
+        let first = stdout
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b);
         panic!(
             "{name}: serial output differs (first differing line {:?})\n--- got ---\n{stdout}\n--- expected ---\n{expected}\n--- stderr ---\n{stderr}",
             first.map(|i| i + 1)
         );
     }
-    assert_eq!(out.status.code(), Some(expected_exit(name)), "{name}: exit status; stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(expected_exit(name)),
+        "{name}: exit status; stderr:\n{stderr}"
+    );
 }
 
 macro_rules! guest_tests {
@@ -40,4 +48,7 @@ macro_rules! guest_tests {
     };
 }
 
-guest_tests!(hello, triple32, alu32, memstr32, paging32, pae32, exc32, sens32, pitirq32, smc32, user32, alu64, paging64, exc64, sens64, user64, smc64);
+guest_tests!(
+    hello, triple32, alu32, memstr32, paging32, pae32, exc32, sens32, pitirq32, smc32, user32,
+    alu64, paging64, exc64, sens64, user64, smc64
+);

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "btvisor", version, about = "Run unmodified x86 guests by binary translation, without VT-x/AMD-V")]
+#[command(
+    name = "btvisor",
+    version,
+    about = "Run unmodified x86 guests by binary translation, without VT-x/AMD-V"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -52,10 +56,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 256M, 1G)"))?;
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 256M, 1G)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
     if bytes < 2 << 20 || bytes % 4096 != 0 || bytes > 3 << 30 {
-        return Err(format!("guest memory must be a multiple of 4 KiB between 2M and 3G, not '{s}'"));
+        return Err(format!(
+            "guest memory must be a multiple of 4 KiB between 2M and 3G, not '{s}'"
+        ));
     }
     Ok(bytes)
 }
@@ -69,10 +79,15 @@ pub fn init_tracing(a: &RunArgs) -> anyhow::Result<TraceGuard> {
         filter.push_str(&format!(",btvisor::{cat}=trace"));
     }
     let env = EnvFilter::try_new(&filter).context("bad RUST_LOG filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(env).with_target(true).without_time().with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(true)
+        .without_time()
+        .with_ansi(false);
     match &a.trace_file {
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("cannot create trace file {}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create trace file {}", p.display()))?;
             builder.with_writer(std::sync::Mutex::new(f)).init();
         }
         None => builder.with_writer(std::io::stderr).init(),

@@ -55,11 +55,15 @@ impl Write for Console {
 
 fn run(a: &RunArgs) -> anyhow::Result<i32> {
     let _guard = args::init_tracing(a)?;
-    let image = std::fs::read(&a.kernel).with_context(|| format!("cannot read kernel {}", a.kernel.display()))?;
+    let image = std::fs::read(&a.kernel)
+        .with_context(|| format!("cannot read kernel {}", a.kernel.display()))?;
     if a.initrd.is_some() {
         anyhow::bail!("--initrd needs the Linux boot protocol, which is not implemented yet (multiboot kernels only)");
     }
-    let config = VmConfig { mem_bytes: a.mem, cmdline: a.append.clone().unwrap_or_default() };
+    let config = VmConfig {
+        mem_bytes: a.mem,
+        cmdline: a.append.clone().unwrap_or_default(),
+    };
     let mut vm = Vm::new(&config, Box::new(Console))?;
     let name = a.kernel.display().to_string();
     vm.load_multiboot(&name, &image, &config.cmdline)?;

@@ -35,7 +35,14 @@ fn class(v: u8) -> u8 {
 }
 
 /// Deliver an event, escalating to #DF and then to a triple fault when delivery itself faults.
-pub fn deliver(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32>, kind: EventKind, cr2: Option<u64>) -> Result<(), TripleFault> {
+pub fn deliver(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    vec: u8,
+    error: Option<u32>,
+    kind: EventKind,
+    cr2: Option<u64>,
+) -> Result<(), TripleFault> {
     let mut cur = (vec, error, kind, cr2);
     loop {
         let (v, e, k, c) = cur;
@@ -53,7 +60,12 @@ pub fn deliver(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32>, ki
                 cur = if df {
                     (vector::DF, Some(0), EventKind::Exception, None)
                 } else {
-                    (second.vector, second.error_code, EventKind::Exception, second.fault_addr)
+                    (
+                        second.vector,
+                        second.error_code,
+                        EventKind::Exception,
+                        second.fault_addr,
+                    )
                 };
             }
         }
@@ -70,7 +82,13 @@ fn ext_bit(kind: EventKind) -> u32 {
 
 /// One delivery attempt. Guest registers change only after the last step that can fault, so on
 /// an error the state is as before (only stack memory may have been written, as on hardware).
-pub fn deliver_once(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32>, kind: EventKind) -> Result<(), Exception> {
+pub fn deliver_once(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    vec: u8,
+    error: Option<u32>,
+    kind: EventKind,
+) -> Result<(), Exception> {
     let long = cpu.long_mode_active();
     let entry_size = if long { 16 } else { 8 };
     let idt_err = (vec as u32) * 8 + 2 + ext_bit(kind);
@@ -79,11 +97,19 @@ pub fn deliver_once(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32
     }
     let gate_addr = cpu.idtr.base.wrapping_add(vec as u64 * entry_size);
     let lo = mem.read(cpu, gate_addr, 8, false)?;
-    let hi = if long { mem.read(cpu, gate_addr + 8, 8, false)? } else { 0 };
+    let hi = if long {
+        mem.read(cpu, gate_addr + 8, 8, false)?
+    } else {
+        0
+    };
     let gtype = ((lo >> 40) & 0xf) as u8;
     let gdpl = ((lo >> 45) & 3) as u8;
     let present = lo & (1 << 47) != 0;
-    let valid = if long { matches!(gtype, 0xe | 0xf) } else { matches!(gtype, 0x6 | 0x7 | 0xe | 0xf) };
+    let valid = if long {
+        matches!(gtype, 0xe | 0xf)
+    } else {
+        matches!(gtype, 0x6 | 0x7 | 0xe | 0xf)
+    };
     if !valid {
         if !long && gtype == 0x5 {
             tracing::error!(target: "btvisor::traps", "task gate in IDT vector {vec}: task switches are not supported");
@@ -142,10 +168,21 @@ pub fn deliver_once(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32
             if !crate::mmu::is_canonical(rsp) {
                 return Err(Exception::ss(0));
             }
-            mem.write(cpu, rsp, 8, v, false).map_err(|e| if e.vector == vector::GP { Exception::ss(0) } else { e })?;
+            mem.write(cpu, rsp, 8, v, false).map_err(|e| {
+                if e.vector == vector::GP {
+                    Exception::ss(0)
+                } else {
+                    e
+                }
+            })?;
         }
         if new_cpl < old_cpl {
-            cpu.seg[Seg::Ss as usize] = Segment { selector: new_cpl as u16, attrs: (new_cpl as u16) << 5 | Segment::ATTR_DB, limit: 0, base: 0 };
+            cpu.seg[Seg::Ss as usize] = Segment {
+                selector: new_cpl as u16,
+                attrs: (new_cpl as u16) << 5 | Segment::ATTR_DB,
+                limit: 0,
+                base: 0,
+            };
         }
         cpu.gpr[4] = rsp;
         install_cs(cpu, &d, sel, new_cpl);
@@ -188,7 +225,11 @@ pub fn deliver_once(cpu: &mut CpuState, mem: &Memory, vec: u8, error: Option<u32
         }
         cpu.gpr[4] = (cpu.gpr[4] & !mask) | (rsp & mask);
         install_cs(cpu, &d, sel, new_cpl);
-        cpu.rip = if gate32 { offset & 0xffff_ffff } else { offset & 0xffff };
+        cpu.rip = if gate32 {
+            offset & 0xffff_ffff
+        } else {
+            offset & 0xffff
+        };
     }
     let mut f = old_rflags & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM);
     if !is_trap_gate {

@@ -51,7 +51,11 @@ impl GuestRam {
                 libc::close(fd);
                 return Err(e.into());
             }
-            Ok(GuestRam { base: NonNull::new_unchecked(p as *mut u8), size, fd })
+            Ok(GuestRam {
+                base: NonNull::new_unchecked(p as *mut u8),
+                size,
+                fd,
+            })
         }
     }
 
@@ -66,7 +70,8 @@ impl GuestRam {
     /// Host pointer of a guest-physical address inside RAM.
     pub fn host_ptr(&self, phys: u64) -> Option<*mut u8> {
         // SAFETY: in bounds of the mapping (checked).
-        self.contains(phys, 1).then(|| unsafe { self.base.as_ptr().add(phys as usize) })
+        self.contains(phys, 1)
+            .then(|| unsafe { self.base.as_ptr().add(phys as usize) })
     }
 
     pub fn read(&self, phys: u64, buf: &mut [u8]) -> bool {
@@ -74,7 +79,13 @@ impl GuestRam {
             return false;
         }
         // SAFETY: range checked above; guest memory may change under us only from this thread.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(phys as usize), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(phys as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         true
     }
 
@@ -83,7 +94,13 @@ impl GuestRam {
             return false;
         }
         // SAFETY: range checked above.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(phys as usize), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.base.as_ptr().add(phys as usize),
+                data.len(),
+            )
+        };
         true
     }
 

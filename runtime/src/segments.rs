@@ -24,7 +24,12 @@ impl Descriptor {
         if attrs & Segment::ATTR_G != 0 {
             limit = (limit << 12) | 0xfff;
         }
-        Segment { selector, attrs, limit, base }
+        Segment {
+            selector,
+            attrs,
+            limit,
+            base,
+        }
     }
     pub fn present(&self) -> bool {
         self.raw & (1 << 47) != 0
@@ -62,7 +67,11 @@ pub fn sel_err(sel: u16) -> u32 {
 }
 
 /// Read the descriptor a selector names (GDT or LDT by TI), #GP(sel) outside the table limit.
-pub fn read_descriptor(cpu: &mut CpuState, mem: &Memory, sel: u16) -> Result<Descriptor, Exception> {
+pub fn read_descriptor(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    sel: u16,
+) -> Result<Descriptor, Exception> {
     let (base, limit) = if sel & 4 != 0 {
         if !cpu.ldtr.present() || cpu.ldtr.selector & !3 == 0 {
             return Err(Exception::gp(sel_err(sel)));
@@ -99,11 +108,21 @@ pub fn set_accessed(cpu: &mut CpuState, mem: &Memory, d: &Descriptor) -> Result<
 
 /// A null segment as loaded by a null selector (unusable; SDM Vol. 3, 3.4.2).
 pub fn null_segment(sel: u16) -> Segment {
-    Segment { selector: sel, attrs: 0, limit: 0, base: 0 }
+    Segment {
+        selector: sel,
+        attrs: 0,
+        limit: 0,
+        base: 0,
+    }
 }
 
 /// MOV/POP/LxS to DS, ES, FS, GS or SS in protected mode (SDM Vol. 2, MOV "Operation").
-pub fn load_data_segment(cpu: &mut CpuState, mem: &Memory, seg: Seg, sel: u16) -> Result<(), Exception> {
+pub fn load_data_segment(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    seg: Seg,
+    sel: u16,
+) -> Result<(), Exception> {
     let cpl = cpu.cpl();
     let rpl = (sel & 3) as u8;
     let long64 = cpu.code_bits() == 64;
@@ -157,7 +176,11 @@ pub fn check_far_target(cpu: &CpuState, d: &Descriptor, sel: u16) -> Result<(), 
     if !d.is_code() {
         return Err(Exception::gp(sel_err(sel)));
     }
-    let ok = if d.conforming() { d.dpl() <= cpl } else { (sel & 3) as u8 <= cpl && d.dpl() == cpl };
+    let ok = if d.conforming() {
+        d.dpl() <= cpl
+    } else {
+        (sel & 3) as u8 <= cpl && d.dpl() == cpl
+    };
     if !ok {
         return Err(Exception::gp(sel_err(sel)));
     }

@@ -42,16 +42,39 @@ impl Machine {
 }
 
 impl Env for Machine {
-    fn read_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, user: bool) -> Result<u64, Exception> {
+    fn read_slow(
+        &mut self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        user: bool,
+    ) -> Result<u64, Exception> {
         self.mem.read(cpu, lin, size, user)
     }
-    fn write_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Exception> {
+    fn write_slow(
+        &mut self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        value: u64,
+        user: bool,
+    ) -> Result<(), Exception> {
         self.mem.write(cpu, lin, size, value, user)
     }
-    fn fetch(&mut self, cpu: &mut CpuState, lin: u64, buf: &mut [u8]) -> Result<Fetched, Exception> {
+    fn fetch(
+        &mut self,
+        cpu: &mut CpuState,
+        lin: u64,
+        buf: &mut [u8],
+    ) -> Result<Fetched, Exception> {
         self.mem.fetch(cpu, lin, buf)
     }
-    fn callout(&mut self, cpu: &mut CpuState, insn: &Instruction, kind: CalloutKind) -> CalloutResult {
+    fn callout(
+        &mut self,
+        cpu: &mut CpuState,
+        insn: &Instruction,
+        kind: CalloutKind,
+    ) -> CalloutResult {
         callouts::dispatch(self, cpu, insn, kind)
     }
 }
@@ -98,7 +121,10 @@ pub struct Vm {
 const BLOCK_BUDGET: u64 = 2000;
 
 impl Vm {
-    pub fn new(config: &VmConfig, serial_out: Box<dyn std::io::Write + Send>) -> Result<Vm, VmError> {
+    pub fn new(
+        config: &VmConfig,
+        serial_out: Box<dyn std::io::Write + Send>,
+    ) -> Result<Vm, VmError> {
         let ram = GuestRam::new(config.mem_bytes)?;
         let translator = Translator::new();
         let code_pages = translator.cache.code_pages.clone();
@@ -108,11 +134,22 @@ impl Vm {
             stats: RuntimeStats::default(),
             tsc_offset: 0u64.wrapping_sub(host_tsc()),
         };
-        Ok(Vm { cpu: Box::new(CpuState::new()), translator, machine, started: Instant::now(), deadline: None })
+        Ok(Vm {
+            cpu: Box::new(CpuState::new()),
+            translator,
+            machine,
+            started: Instant::now(),
+            deadline: None,
+        })
     }
 
     /// Load a multiboot ELF32 kernel.
-    pub fn load_multiboot(&mut self, name: &str, image: &[u8], cmdline: &str) -> Result<(), VmError> {
+    pub fn load_multiboot(
+        &mut self,
+        name: &str,
+        image: &[u8],
+        cmdline: &str,
+    ) -> Result<(), VmError> {
         multiboot::load(name, image, cmdline, &self.machine.mem.ram, &mut self.cpu)?;
         Ok(())
     }
@@ -126,13 +163,26 @@ impl Vm {
             }
             self.cpu.exit_request = 0;
             self.machine.devices.update(now);
-            if !self.cpu.interrupt_shadow && self.cpu.rflags & rflags::IF != 0 && self.machine.devices.interrupt_pending() {
+            if !self.cpu.interrupt_shadow
+                && self.cpu.rflags & rflags::IF != 0
+                && self.machine.devices.interrupt_pending()
+            {
                 if let Some(vec) = self.machine.devices.acknowledge_interrupt() {
                     halted = false;
                     self.machine.stats.external_interrupts += 1;
                     tracing::trace!(target: "btvisor::traps", "irq vector {vec:#x} at rip={:#x}", self.cpu.rip);
-                    if let Err(t) = interrupts::deliver(&mut self.cpu, &self.machine.mem, vec, None, EventKind::External, None) {
-                        return VmExit::TripleFault(self.dump(&format!("triple fault delivering IRQ vector {vec:#x}: {:?}", t.last)));
+                    if let Err(t) = interrupts::deliver(
+                        &mut self.cpu,
+                        &self.machine.mem,
+                        vec,
+                        None,
+                        EventKind::External,
+                        None,
+                    ) {
+                        return VmExit::TripleFault(self.dump(&format!(
+                            "triple fault delivering IRQ vector {vec:#x}: {:?}",
+                            t.last
+                        )));
                     }
                 }
             }
@@ -140,15 +190,25 @@ impl Vm {
                 if self.cpu.rflags & rflags::IF == 0 {
                     return VmExit::HaltedForever(self.dump("HLT with interrupts disabled"));
                 }
-                let wake = self.machine.devices.next_deadline().unwrap_or(now + Duration::from_millis(10));
-                let wait = wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(10));
+                let wake = self
+                    .machine
+                    .devices
+                    .next_deadline()
+                    .unwrap_or(now + Duration::from_millis(10));
+                let wait = wake
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(10));
                 std::thread::sleep(wait);
                 continue;
             }
             if self.cpu.cr0 & cr::CR0_PE == 0 {
-                return VmExit::Unsupported(self.dump("the guest entered real mode, which btvisor does not run yet"));
+                return VmExit::Unsupported(
+                    self.dump("the guest entered real mode, which btvisor does not run yet"),
+                );
             }
-            let exit = self.translator.run(&mut self.cpu, &mut self.machine, BLOCK_BUDGET);
+            let exit = self
+                .translator
+                .run(&mut self.cpu, &mut self.machine, BLOCK_BUDGET);
             match exit {
                 RunExit::Yield => {}
                 RunExit::Halt => {
@@ -169,8 +229,19 @@ impl Vm {
                         self.cpu.cpl(),
                         e.fault_addr
                     );
-                    if let Err(t) = interrupts::deliver(&mut self.cpu, &self.machine.mem, e.vector, e.error_code, EventKind::Exception, e.fault_addr) {
-                        return VmExit::TripleFault(self.dump(&format!("triple fault: {} while delivering {}", t.last.name(), e.name())));
+                    if let Err(t) = interrupts::deliver(
+                        &mut self.cpu,
+                        &self.machine.mem,
+                        e.vector,
+                        e.error_code,
+                        EventKind::Exception,
+                        e.fault_addr,
+                    ) {
+                        return VmExit::TripleFault(self.dump(&format!(
+                            "triple fault: {} while delivering {}",
+                            t.last.name(),
+                            e.name()
+                        )));
                     }
                 }
                 RunExit::Stop(StopReason::ExitCode(c)) => return VmExit::ExitCode(c),
@@ -185,14 +256,24 @@ impl Vm {
 
     fn describe_insn_at_rip(&mut self) -> String {
         let mut buf = [0u8; 15];
-        let lin = self.cpu.seg[Seg::Cs as usize].base.wrapping_add(self.cpu.rip);
+        let lin = self.cpu.seg[Seg::Cs as usize]
+            .base
+            .wrapping_add(self.cpu.rip);
         match self.machine.mem.fetch(&mut self.cpu, lin, &mut buf) {
             Ok(f) => {
-                let mut d = iced_x86::Decoder::with_ip(self.cpu.code_bits() as u32, &buf[..f.len], self.cpu.rip, 0);
+                let mut d = iced_x86::Decoder::with_ip(
+                    self.cpu.code_bits() as u32,
+                    &buf[..f.len],
+                    self.cpu.rip,
+                    0,
+                );
                 let insn = d.decode();
                 let mut s = String::new();
                 iced_x86::Formatter::format(&mut iced_x86::GasFormatter::new(), &insn, &mut s);
-                let bytes: Vec<String> = buf[..insn.len()].iter().map(|b| format!("{b:02x}")).collect();
+                let bytes: Vec<String> = buf[..insn.len()]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 format!("`{s}` ({}) at rip {:#x}", bytes.join(" "), self.cpu.rip)
             }
             Err(_) => format!("unreadable code at rip {:#x}", self.cpu.rip),
@@ -203,14 +284,37 @@ impl Vm {
     pub fn dump(&self, why: &str) -> String {
         let c = &self.cpu;
         let mut s = format!("{why}\n");
-        let names = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+        let names = [
+            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+            "r12", "r13", "r14", "r15",
+        ];
         for (i, n) in names.iter().enumerate() {
-            let _ = write!(s, "{n:>4}={:016x}{}", c.gpr[i], if i % 4 == 3 { "\n" } else { " " });
+            let _ = write!(
+                s,
+                "{n:>4}={:016x}{}",
+                c.gpr[i],
+                if i % 4 == 3 { "\n" } else { " " }
+            );
         }
-        let _ = writeln!(s, " rip={:016x} rflags={:08x} cpl={} mode={}-bit", c.rip, c.rflags(), c.cpl(), c.code_bits());
+        let _ = writeln!(
+            s,
+            " rip={:016x} rflags={:08x} cpl={} mode={}-bit",
+            c.rip,
+            c.rflags(),
+            c.cpl(),
+            c.code_bits()
+        );
         for seg in Seg::ALL {
             let g = c.seg[seg as usize];
-            let _ = writeln!(s, "  {}={:04x} base={:016x} limit={:08x} attrs={:04x}", seg.name(), g.selector, g.base, g.limit, g.attrs);
+            let _ = writeln!(
+                s,
+                "  {}={:04x} base={:016x} limit={:08x} attrs={:04x}",
+                seg.name(),
+                g.selector,
+                g.base,
+                g.limit,
+                g.attrs
+            );
         }
         let _ = writeln!(
             s,

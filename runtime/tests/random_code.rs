@@ -21,7 +21,10 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 fn random_code_never_crashes_the_monitor() {
     let mut outcomes = std::collections::BTreeMap::<&str, u32>::new();
     for seed in 0..300u64 {
-        let config = VmConfig { mem_bytes: 4 << 20, cmdline: String::new() };
+        let config = VmConfig {
+            mem_bytes: 4 << 20,
+            cmdline: String::new(),
+        };
         let mut vm = Vm::new(&config, Box::new(std::io::sink())).expect("create VM");
         let mut next = rng(seed);
         let code: Vec<u8> = (0..4096).map(|_| next() as u8).collect();
@@ -45,6 +48,9 @@ fn random_code_never_crashes_the_monitor() {
     // Reaching here means no panic in 300 hostile guests; most must end by a guest-visible
     // cause rather than the timeout (random code faults quickly).
     let timeouts = outcomes.get("timeout").copied().unwrap_or(0);
-    assert!(timeouts < 150, "too many random guests ran to the time limit: {outcomes:?}");
+    assert!(
+        timeouts < 150,
+        "too many random guests ran to the time limit: {outcomes:?}"
+    );
     eprintln!("outcomes: {outcomes:?}");
 }

@@ -41,10 +41,14 @@ pub fn build_guest(name: &str) -> PathBuf {
 
 /// `# expect-exit: N` from the kernel source.
 pub fn expected_exit(name: &str) -> i32 {
-    let src = std::fs::read_to_string(guests_dir().join(format!("{name}.S"))).expect("read guest source");
+    let src =
+        std::fs::read_to_string(guests_dir().join(format!("{name}.S"))).expect("read guest source");
     src.lines()
         .take(10)
-        .find_map(|l| l.strip_prefix("# expect-exit:").map(|v| v.trim().parse().expect("numeric expect-exit")))
+        .find_map(|l| {
+            l.strip_prefix("# expect-exit:")
+                .map(|v| v.trim().parse().expect("numeric expect-exit"))
+        })
         .unwrap_or_else(|| panic!("{name}.S has no '# expect-exit: N' line"))
 }
 

@@ -4,6 +4,7 @@
 
 use crate::cpu::Mode;
 use crate::ir::Op;
+use crate::jit::JitSlot;
 use iced_x86::Instruction;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -45,10 +46,15 @@ pub struct Block {
     pub chain: [RefCell<Option<Rc<Block>>>; 2],
     /// Static successor RIPs for the chain slots (u64::MAX when absent).
     pub succ_rip: [u64; 2],
+    /// Tier 1: the compiled code once the block got hot (cleared by cache flushes).
+    pub jit: Cell<JitSlot>,
 }
 
 impl Block {
     pub fn end_rip(&self) -> u64 {
-        self.insns.last().map(|i| i.next_ip()).unwrap_or(self.key.rip)
+        self.insns
+            .last()
+            .map(|i| i.next_ip())
+            .unwrap_or(self.key.rip)
     }
 }

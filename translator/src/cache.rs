@@ -2,6 +2,7 @@
 //! invalidation when the guest writes to such a page (Linux patches its own code at boot).
 
 use crate::block::{Block, BlockKey};
+use crate::jit::{Jit, JitSlot};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -36,6 +37,9 @@ pub struct TranslationCache {
     pub code_pages: SharedCodePages,
     pub invalidated: u64,
     pub flushes: u64,
+    /// Tier-1 code memory. An invalidated block's code stays in the module until the next
+    /// flush (cranelift-jit frees whole modules only); `flush` frees it all.
+    pub jit: Jit,
 }
 
 impl Default for TranslationCache {
@@ -52,6 +56,7 @@ impl TranslationCache {
             code_pages: Rc::new(RefCell::new(CodePages::default())),
             invalidated: 0,
             flushes: 0,
+            jit: Jit::new(),
         }
     }
 
@@ -95,6 +100,7 @@ impl TranslationCache {
                 for k in keys {
                     if let Some(b) = self.blocks.remove(&k) {
                         b.valid.set(false);
+                        b.jit.set(JitSlot::None);
                         for c in &b.chain {
                             c.borrow_mut().take();
                         }
@@ -108,9 +114,11 @@ impl TranslationCache {
         any
     }
 
+    /// Drop every block and free all compiled code (a new JIT generation starts).
     pub fn flush(&mut self) {
         for b in self.blocks.values() {
             b.valid.set(false);
+            b.jit.set(JitSlot::None);
             for c in &b.chain {
                 c.borrow_mut().take();
             }
@@ -118,6 +126,7 @@ impl TranslationCache {
         self.blocks.clear();
         self.by_page.clear();
         self.code_pages.borrow_mut().pages.clear();
+        self.jit.reset();
         self.flushes += 1;
     }
 }

@@ -76,19 +76,21 @@ pub fn classify(insn: &Instruction) -> Class {
     let c = |k| Class::Callout(k);
     match insn.mnemonic() {
         // ---- lifted: integer ALU, moves, stack, strings, bit ops, branches ----
-        Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not | Mov | Movzx | Movsx
-        | Movsxd | Lea | Xchg | Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b | Push | Pop | Pushad | Popad | Pusha
-        | Popa | Enter | Leave | Call | Ret | Jmp | Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp
-        | Jnp | Jl | Jge | Jle | Jg | Jcxz | Jecxz | Jrcxz | Loop | Loope | Loopne | Seto | Setno | Setb
-        | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp | Setnp | Setl | Setge | Setle | Setg
-        | Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns | Cmovp
-        | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg | Shl | Shr | Sar | Sal | Rol | Ror | Rcl | Rcr | Shld
-        | Shrd | Mul | Imul | Div | Idiv | Bt | Bts | Btr | Btc | Bsf | Bsr | Tzcnt | Lzcnt | Popcnt
-        | Bswap | Cbw | Cwde | Cdqe | Cwd | Cdq | Cqo | Clc | Stc | Cmc | Cld | Std | Lahf | Sahf | Nop
-        | Pause | Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq | Lodsb | Lodsw | Lodsd
-        | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq | Xlatb | Daa | Das | Aaa
-        | Aas | Aam | Aad | Salc | Bound | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1
-        | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Class::Lift,
+        Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not | Mov
+        | Movzx | Movsx | Movsxd | Lea | Xchg | Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b | Push
+        | Pop | Pushad | Popad | Pusha | Popa | Enter | Leave | Call | Ret | Jmp | Jo | Jno
+        | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp | Jl | Jge | Jle | Jg | Jcxz
+        | Jecxz | Jrcxz | Loop | Loope | Loopne | Seto | Setno | Setb | Setae | Sete | Setne
+        | Setbe | Seta | Sets | Setns | Setp | Setnp | Setl | Setge | Setle | Setg | Cmovo
+        | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns | Cmovp
+        | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg | Shl | Shr | Sar | Sal | Rol | Ror | Rcl
+        | Rcr | Shld | Shrd | Mul | Imul | Div | Idiv | Bt | Bts | Btr | Btc | Bsf | Bsr
+        | Tzcnt | Lzcnt | Popcnt | Bswap | Cbw | Cwde | Cdqe | Cwd | Cdq | Cqo | Clc | Stc
+        | Cmc | Cld | Std | Lahf | Sahf | Nop | Pause | Movsb | Movsw | Movsd | Movsq | Stosb
+        | Stosw | Stosd | Stosq | Lodsb | Lodsw | Lodsd | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq
+        | Scasb | Scasw | Scasd | Scasq | Xlatb | Daa | Das | Aaa | Aas | Aam | Aad | Salc
+        | Bound | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2
+        | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Class::Lift,
         // ---- callouts ----
         Pushf | Pushfd | Pushfq => c(K::Pushf),
         Popf | Popfd | Popfq => c(K::Popf),
@@ -139,7 +141,11 @@ impl Refine for Class {
         let is_ctl = |r: Register| r.is_cr() || r.is_dr() || r.is_tr();
         match insn.mnemonic() {
             Mnemonic::Jmp | Mnemonic::Call => {
-                if insn.is_jmp_far() || insn.is_call_far() || insn.is_jmp_far_indirect() || insn.is_call_far_indirect() {
+                if insn.is_jmp_far()
+                    || insn.is_call_far()
+                    || insn.is_jmp_far_indirect()
+                    || insn.is_call_far_indirect()
+                {
                     return Class::Callout(CalloutKind::FarTransfer);
                 }
             }
@@ -169,8 +175,23 @@ fn is_fpu_or_simd(insn: &Instruction) -> bool {
     insn.cpuid_features().iter().any(|f| {
         matches!(
             f,
-            F::FPU | F::FPU287 | F::FPU387 | F::MMX | F::SSE | F::SSE2 | F::SSE3 | F::SSSE3 | F::SSE4_1 | F::SSE4_2
-                | F::AVX | F::AVX2 | F::FMA | F::F16C | F::FXSR | F::XSAVE | F::XSAVEOPT
+            F::FPU
+                | F::FPU287
+                | F::FPU387
+                | F::MMX
+                | F::SSE
+                | F::SSE2
+                | F::SSE3
+                | F::SSSE3
+                | F::SSE4_1
+                | F::SSE4_2
+                | F::AVX
+                | F::AVX2
+                | F::FMA
+                | F::F16C
+                | F::FXSR
+                | F::XSAVE
+                | F::XSAVEOPT
         )
     })
 }

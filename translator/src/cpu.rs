@@ -78,11 +78,17 @@ impl Segment {
     }
     /// A flat 32-bit segment as loaded in real/protected mode boot (base 0, limit 4 GiB).
     pub fn flat(selector: u16, typ: u8, dpl: u8, db: bool) -> Segment {
-        let mut attrs = typ as u16 | Self::ATTR_S | Self::ATTR_P | ((dpl as u16) << 5) | Self::ATTR_G;
+        let mut attrs =
+            typ as u16 | Self::ATTR_S | Self::ATTR_P | ((dpl as u16) << 5) | Self::ATTR_G;
         if db {
             attrs |= Self::ATTR_DB;
         }
-        Segment { selector, attrs, limit: 0xffff_ffff, base: 0 }
+        Segment {
+            selector,
+            attrs,
+            limit: 0xffff_ffff,
+            base: 0,
+        }
     }
 }
 
@@ -241,7 +247,10 @@ impl CpuState {
             ldtr: Segment::default(),
             tr: Segment::default(),
             gdtr: TableReg::default(),
-            idtr: TableReg { base: 0, limit: 0xffff },
+            idtr: TableReg {
+                base: 0,
+                limit: 0xffff,
+            },
             cr0: cr::CR0_ET | cr::CR0_NW | cr::CR0_CD,
             cr2: 0,
             cr3: 0,
@@ -250,7 +259,10 @@ impl CpuState {
             efer: 0,
             xcr0: 1,
             dr: [0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400],
-            msr: Msrs { pat: 0x0007_0406_0007_0406, ..Msrs::default() },
+            msr: Msrs {
+                pat: 0x0007_0406_0007_0406,
+                ..Msrs::default()
+            },
             exit_request: 0,
             interrupt_shadow: false,
             code_modified: false,
@@ -290,7 +302,12 @@ impl CpuState {
             0xffff_ffff => 32,
             _ => 16,
         };
-        Mode { code_bits, cpl: self.cpl(), paging: self.cr0 & cr::CR0_PG != 0, stack_bits }
+        Mode {
+            code_bits,
+            cpl: self.cpl(),
+            paging: self.cr0 & cr::CR0_PG != 0,
+            stack_bits,
+        }
     }
 
     /// Architectural RFLAGS, folding the lazy arithmetic flags in.
@@ -301,7 +318,14 @@ impl CpuState {
     /// Set RFLAGS wholesale; the arithmetic flags become materialised (`CcOp::Eflags`).
     pub fn set_rflags(&mut self, value: u64) {
         self.rflags = (value & !(rflags::ARITH)) | rflags::FIXED1;
-        self.cc = LazyFlags { op: CcOp::Eflags as u32, size: 0, src1: value & rflags::ARITH, src2: 0, res: 0, aux: 0 };
+        self.cc = LazyFlags {
+            op: CcOp::Eflags as u32,
+            size: 0,
+            src1: value & rflags::ARITH,
+            src2: 0,
+            res: 0,
+            aux: 0,
+        };
     }
 
     pub fn stack_pointer_mask(&self) -> u64 {

@@ -35,17 +35,39 @@ pub enum StopReason {
 pub trait Env {
     /// Read `size` (1, 2, 4, 8) bytes at a linear address after a soft-TLB miss: walk the page
     /// tables, fill the TLB, handle MMIO and page-crossing accesses. `user` is true for CPL 3
-    /// data accesses.
-    fn read_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, user: bool) -> Result<u64, Exception>;
+    /// data accesses. The slow paths may change the soft TLB and other system state, but
+    /// never the general-purpose registers or the lazy flags (compiled code keeps those cached
+    /// across a slow-path call), and reads never set `code_modified` (only writes to code
+    /// pages do; compiled code checks it only after stores and helpers).
+    fn read_slow(
+        &mut self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        user: bool,
+    ) -> Result<u64, Exception>;
     /// Write after a soft-TLB miss; detects writes to pages holding translations.
-    fn write_slow(&mut self, cpu: &mut CpuState, lin: u64, size: u8, value: u64, user: bool) -> Result<(), Exception>;
+    fn write_slow(
+        &mut self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        value: u64,
+        user: bool,
+    ) -> Result<(), Exception>;
     /// Fetch instruction bytes at a linear address for the scanner (execute permission checked
     /// for the first byte's page). Returns the guest-physical address of `lin` and fills `buf`
     /// with as many bytes as are readable up to its length (the bytes of a following page only
     /// when that page is executable too), and the physical page of the second page if used.
-    fn fetch(&mut self, cpu: &mut CpuState, lin: u64, buf: &mut [u8]) -> Result<Fetched, Exception>;
+    fn fetch(&mut self, cpu: &mut CpuState, lin: u64, buf: &mut [u8])
+        -> Result<Fetched, Exception>;
     /// Run a privileged or sensitive instruction.
-    fn callout(&mut self, cpu: &mut CpuState, insn: &Instruction, kind: CalloutKind) -> CalloutResult;
+    fn callout(
+        &mut self,
+        cpu: &mut CpuState,
+        insn: &Instruction,
+        kind: CalloutKind,
+    ) -> CalloutResult;
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

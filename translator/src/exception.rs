@@ -33,10 +33,18 @@ pub struct Exception {
 
 impl Exception {
     pub const fn new(vector: u8) -> Self {
-        Exception { vector, error_code: None, fault_addr: None }
+        Exception {
+            vector,
+            error_code: None,
+            fault_addr: None,
+        }
     }
     pub const fn with_code(vector: u8, code: u32) -> Self {
-        Exception { vector, error_code: Some(code), fault_addr: None }
+        Exception {
+            vector,
+            error_code: Some(code),
+            fault_addr: None,
+        }
     }
     pub const fn de() -> Self {
         Self::new(vector::DE)
@@ -61,13 +69,17 @@ impl Exception {
     }
     /// #PF with its error code (SDM Vol. 3, 4.7) and the faulting linear address.
     pub const fn pf(addr: u64, code: u32) -> Self {
-        Exception { vector: vector::PF, error_code: Some(code), fault_addr: Some(addr) }
+        Exception {
+            vector: vector::PF,
+            error_code: Some(code),
+            fault_addr: Some(addr),
+        }
     }
     /// Faults report the instruction's own RIP; traps (#BP, #OF, INT n) the next one.
     pub fn name(&self) -> &'static str {
         const NAMES: [&str; 21] = [
-            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS", "#GP",
-            "#PF", "15", "#MF", "#AC", "#MC", "#XM", "#VE",
+            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP",
+            "#SS", "#GP", "#PF", "15", "#MF", "#AC", "#MC", "#XM", "#VE",
         ];
         NAMES.get(self.vector as usize).copied().unwrap_or("INT")
     }

@@ -234,7 +234,14 @@ mod tests {
     use super::*;
 
     fn cc(op: CcOp, size: u32, a: u64, b: u64, r: u64, aux: u64) -> LazyFlags {
-        LazyFlags { op: op as u32, size, src1: a, src2: b, res: r, aux }
+        LazyFlags {
+            op: op as u32,
+            size,
+            src1: a,
+            src2: b,
+            res: r,
+            aux,
+        }
     }
 
     #[test]
@@ -247,11 +254,22 @@ mod tests {
 
     #[test]
     fn lazy_compare_matches_materialised() {
-        for &(a, b) in &[(0u64, 0u64), (1, 2), (2, 1), (0x80, 0x7f), (0x7f, 0x80), (0xff, 0)] {
+        for &(a, b) in &[
+            (0u64, 0u64),
+            (1, 2),
+            (2, 1),
+            (0x80, 0x7f),
+            (0x7f, 0x80),
+            (0xff, 0),
+        ] {
             let c = cc(CcOp::Sub, 1, a, b, a.wrapping_sub(b) & 0xff, 0);
             for i in 0..16 {
                 let cond = Cond::from_index(i);
-                assert_eq!(eval_cond_lazy(cond, &c), eval_cond(cond, arith_flags(&c)), "{cond:?} {a} {b}");
+                assert_eq!(
+                    eval_cond_lazy(cond, &c),
+                    eval_cond(cond, arith_flags(&c)),
+                    "{cond:?} {a} {b}"
+                );
             }
         }
     }

@@ -12,7 +12,9 @@ use crate::ir::{mem, BinOp, HelperArgs, Op, NO_SEG, REG_AH, TEMPS};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BlockExit {
     /// Continue at `cpu.rip`; `slot` names the static successor taken (for chaining).
-    Next { slot: Option<u8> },
+    Next {
+        slot: Option<u8>,
+    },
     /// Deliver an exception; `cpu.rip` is the faulting instruction.
     Raise(Exception),
     /// HLT retired; `cpu.rip` is the next instruction.
@@ -63,12 +65,22 @@ pub fn linear(cpu: &CpuState, seg: u8, off: u64, flags: u8) -> Result<u64, Excep
         return Err(Exception::gp(0));
     }
     let lin = off.wrapping_add(s.base);
-    Ok(if flags & mem::WRAP32 != 0 { lin & 0xffff_ffff } else { lin })
+    Ok(if flags & mem::WRAP32 != 0 {
+        lin & 0xffff_ffff
+    } else {
+        lin
+    })
 }
 
 /// Read guest memory: soft-TLB fast path, else the runtime's slow path.
 #[inline(always)]
-pub fn read_mem(cpu: &mut CpuState, env: &mut dyn Env, lin: u64, sz: u8, user: bool) -> Result<u64, Exception> {
+pub fn read_mem(
+    cpu: &mut CpuState,
+    env: &mut dyn Env,
+    lin: u64,
+    sz: u8,
+    user: bool,
+) -> Result<u64, Exception> {
     if (lin & 0xfff) + sz as u64 <= 0x1000 {
         if let Some(h) = cpu.tlb.lookup_read(lin, user) {
             // SAFETY: the MMU fills TLB entries only with pointers into the guest-RAM mapping,
@@ -87,7 +99,14 @@ pub fn read_mem(cpu: &mut CpuState, env: &mut dyn Env, lin: u64, sz: u8, user: b
 }
 
 #[inline(always)]
-pub fn write_mem(cpu: &mut CpuState, env: &mut dyn Env, lin: u64, sz: u8, v: u64, user: bool) -> Result<(), Exception> {
+pub fn write_mem(
+    cpu: &mut CpuState,
+    env: &mut dyn Env,
+    lin: u64,
+    sz: u8,
+    v: u64,
+    user: bool,
+) -> Result<(), Exception> {
     if (lin & 0xfff) + sz as u64 <= 0x1000 {
         if let Some(h) = cpu.tlb.lookup_write(lin, user) {
             // SAFETY: as in `read_mem`; write entries exist only for writable, dirty RAM pages
@@ -161,8 +180,17 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
             Op::Set { r, sz, s } => set_reg(cpu, r, sz, t[s as usize]),
             Op::Bin { op, d, a, b } => t[d as usize] = bin(op, t[a as usize], t[b as usize]),
             Op::Sext { d, s, from } => t[d as usize] = sext(t[s as usize], from),
-            Op::Zext { d, s, from } => t[d as usize] = t[s as usize] & flags::size_mask(from as u32),
-            Op::Flags { op, sz, a, b, r, aux } => {
+            Op::Zext { d, s, from } => {
+                t[d as usize] = t[s as usize] & flags::size_mask(from as u32)
+            }
+            Op::Flags {
+                op,
+                sz,
+                a,
+                b,
+                r,
+                aux,
+            } => {
                 cpu.cc = LazyFlags {
                     op: op as u32,
                     size: sz as u32,
@@ -174,8 +202,20 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
             }
             Op::Carry { d } => t[d as usize] = flags::carry_flag(&cpu.cc) & 1,
             Op::Cond { d, cc } => t[d as usize] = flags::eval_cond_lazy(cc, &cpu.cc) as u64,
-            Op::Select { d, c, a, b } => t[d as usize] = if t[c as usize] != 0 { t[a as usize] } else { t[b as usize] },
-            Op::Load { d, seg, a, sz, flags } => {
+            Op::Select { d, c, a, b } => {
+                t[d as usize] = if t[c as usize] != 0 {
+                    t[a as usize]
+                } else {
+                    t[b as usize]
+                }
+            }
+            Op::Load {
+                d,
+                seg,
+                a,
+                sz,
+                flags,
+            } => {
                 let lin = match linear(cpu, seg, t[a as usize], flags) {
                     Ok(l) => l,
                     Err(e) => fault!(stack_fault(e, flags)),
@@ -185,7 +225,13 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
                     Err(e) => fault!(stack_fault(e, flags)),
                 }
             }
-            Op::Store { seg, a, s, sz, flags } => {
+            Op::Store {
+                seg,
+                a,
+                s,
+                sz,
+                flags,
+            } => {
                 let lin = match linear(cpu, seg, t[a as usize], flags) {
                     Ok(l) => l,
                     Err(e) => fault!(stack_fault(e, flags)),
@@ -197,7 +243,13 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
             Op::Rflags { and, or } => cpu.rflags = (cpu.rflags & and) | or,
             Op::Call { h, sz, d, a, b, c } => {
                 cpu.rip = rip;
-                let args = HelperArgs { sz, a: t[a as usize], b: t[b as usize], c: t[c as usize], insn: &blk.insns[idx] };
+                let args = HelperArgs {
+                    sz,
+                    a: t[a as usize],
+                    b: t[b as usize],
+                    c: t[c as usize],
+                    insn: &blk.insns[idx],
+                };
                 match (h.f)(cpu, env, &args) {
                     Ok(v) => t[d as usize] = v,
                     Err(e) => fault!(e),
@@ -211,10 +263,16 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
                 cpu.rip = t[x as usize];
                 return BlockExit::Next { slot: None };
             }
-            Op::Branch { c, taken, not_taken } => {
+            Op::Branch {
+                c,
+                taken,
+                not_taken,
+            } => {
                 let take = t[c as usize] != 0;
                 cpu.rip = if take { taken } else { not_taken };
-                return BlockExit::Next { slot: Some(if take { 0 } else { 1 }) };
+                return BlockExit::Next {
+                    slot: Some(if take { 0 } else { 1 }),
+                };
             }
             Op::Callout { kind } => {
                 cpu.rip = rip;
@@ -246,7 +304,7 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
 }
 
 /// Segment-limit and canonical faults on stack accesses are #SS, not #GP (SDM Vol. 3, 6.15).
-fn stack_fault(e: Exception, flags: u8) -> Exception {
+pub(crate) fn stack_fault(e: Exception, flags: u8) -> Exception {
     if flags & mem::STACK != 0 && e.vector == crate::exception::vector::GP {
         Exception::ss(0)
     } else {

@@ -75,38 +75,118 @@ pub mod mem {
 #[derive(Copy, Clone, Debug)]
 pub enum Op {
     /// Start of guest instruction `idx` of the block, at `rip`.
-    Insn { idx: u16, rip: u64 },
-    Const { d: T, v: u64 },
+    Insn {
+        idx: u16,
+        rip: u64,
+    },
+    Const {
+        d: T,
+        v: u64,
+    },
     /// Read a guest register, zero-extended from `sz` bytes.
-    Get { d: T, r: u8, sz: u8 },
+    Get {
+        d: T,
+        r: u8,
+        sz: u8,
+    },
     /// Write a guest register: 1 and 2 bytes merge, 4 zero-extends, 8 replaces (SDM Vol. 1, 3.4.1.1).
-    Set { r: u8, sz: u8, s: T },
-    Bin { op: BinOp, d: T, a: T, b: T },
+    Set {
+        r: u8,
+        sz: u8,
+        s: T,
+    },
+    Bin {
+        op: BinOp,
+        d: T,
+        a: T,
+        b: T,
+    },
     /// Sign-extend the low `from` bytes of `s` to 64 bits.
-    Sext { d: T, s: T, from: u8 },
+    Sext {
+        d: T,
+        s: T,
+        from: u8,
+    },
     /// Zero-extend the low `from` bytes.
-    Zext { d: T, s: T, from: u8 },
+    Zext {
+        d: T,
+        s: T,
+        from: u8,
+    },
     /// Record lazy flags; `aux` is only read for ADC/SBB (carry in) and INC/DEC (old CF).
-    Flags { op: CcOp, sz: u8, a: T, b: T, r: T, aux: T },
+    Flags {
+        op: CcOp,
+        sz: u8,
+        a: T,
+        b: T,
+        r: T,
+        aux: T,
+    },
     /// The current CF as 0 or 1.
-    Carry { d: T },
+    Carry {
+        d: T,
+    },
     /// A condition as 0 or 1.
-    Cond { d: T, cc: Cond },
+    Cond {
+        d: T,
+        cc: Cond,
+    },
     /// `d = c != 0 ? a : b`.
-    Select { d: T, c: T, a: T, b: T },
-    Load { d: T, seg: u8, a: T, sz: u8, flags: u8 },
-    Store { seg: u8, a: T, s: T, sz: u8, flags: u8 },
+    Select {
+        d: T,
+        c: T,
+        a: T,
+        b: T,
+    },
+    Load {
+        d: T,
+        seg: u8,
+        a: T,
+        sz: u8,
+        flags: u8,
+    },
+    Store {
+        seg: u8,
+        a: T,
+        s: T,
+        sz: u8,
+        flags: u8,
+    },
     /// Set and clear RFLAGS bits that are not arithmetic flags (CLD/STD).
-    Rflags { and: u64, or: u64 },
-    Call { h: Helper, sz: u8, d: T, a: T, b: T, c: T },
+    Rflags {
+        and: u64,
+        or: u64,
+    },
+    Call {
+        h: Helper,
+        sz: u8,
+        d: T,
+        a: T,
+        b: T,
+        c: T,
+    },
     // ---- block terminators ----
-    Jmp { target: u64 },
-    JmpInd { t: T },
-    Branch { c: T, taken: u64, not_taken: u64 },
-    Callout { kind: CalloutKind },
-    Raise { e: Exception },
+    Jmp {
+        target: u64,
+    },
+    JmpInd {
+        t: T,
+    },
+    Branch {
+        c: T,
+        taken: u64,
+        not_taken: u64,
+    },
+    Callout {
+        kind: CalloutKind,
+    },
+    Raise {
+        e: Exception,
+    },
     /// The instruction cannot be run yet: stop the VM with a clear message.
-    Unsupported { what: &'static str },
+    Unsupported {
+        what: &'static str,
+    },
 }
 
 impl Op {

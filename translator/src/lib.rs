@@ -16,6 +16,7 @@ pub mod flags;
 pub mod helpers;
 pub mod interp;
 pub mod ir;
+pub mod jit;
 pub mod lift;
 pub mod scan;
 pub mod stats;
@@ -23,6 +24,6 @@ pub mod tlb;
 pub mod trace;
 
 pub use cpu::CpuState;
-pub use engine::{RunExit, Translator};
+pub use engine::{RunExit, TierPolicy, Translator};
 pub use env::{CalloutResult, Env, Fetched, StopReason};
 pub use exception::Exception;

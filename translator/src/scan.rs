@@ -6,6 +6,7 @@ use crate::classify::{classify, Class};
 use crate::env::Fetched;
 use crate::exception::Exception;
 use crate::ir::Op;
+use crate::jit::JitSlot;
 use crate::lift::Lifter;
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 use std::cell::{Cell, RefCell};
@@ -29,7 +30,9 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
     while !lifter.ended {
         let lin = key.cs_base.wrapping_add(decoder.ip());
         if !insns.is_empty() && (insns.len() >= MAX_BLOCK_INSNS || lin >= page_end) {
-            lifter.end(Op::Jmp { target: decoder.ip() });
+            lifter.end(Op::Jmp {
+                target: decoder.ip(),
+            });
             break;
         }
         if !decoder.can_decode() {
@@ -61,17 +64,30 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
                 }
             }
             Class::Callout(kind) => {
-                lifter.ops.push(Op::Insn { idx, rip: insn.ip() });
+                lifter.ops.push(Op::Insn {
+                    idx,
+                    rip: insn.ip(),
+                });
                 lifter.end(Op::Callout { kind });
                 counts.callouts += 1;
             }
             Class::NativeStep => {
-                lifter.ops.push(Op::Insn { idx, rip: insn.ip() });
-                lifter.end(Op::Unsupported { what: "x87/SSE instruction (native-step engine not built yet)" });
+                lifter.ops.push(Op::Insn {
+                    idx,
+                    rip: insn.ip(),
+                });
+                lifter.end(Op::Unsupported {
+                    what: "x87/SSE instruction (native-step engine not built yet)",
+                });
             }
             Class::Unsupported => {
-                lifter.ops.push(Op::Insn { idx, rip: insn.ip() });
-                lifter.end(Op::Unsupported { what: "instruction not supported by the translator" });
+                lifter.ops.push(Op::Insn {
+                    idx,
+                    rip: insn.ip(),
+                });
+                lifter.end(Op::Unsupported {
+                    what: "instruction not supported by the translator",
+                });
             }
         }
     }
@@ -82,18 +98,29 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
         key,
         ops: lifter.ops,
         insns,
-        pages: [key.phys & !0xfff, if used_next_page { fetched.next_page.unwrap_or(u64::MAX) } else { u64::MAX }],
+        pages: [
+            key.phys & !0xfff,
+            if used_next_page {
+                fetched.next_page.unwrap_or(u64::MAX)
+            } else {
+                u64::MAX
+            },
+        ],
         guest_bytes,
         counts,
         valid: Cell::new(true),
         exec_count: Cell::new(0),
         chain: [RefCell::new(None), RefCell::new(None)],
         succ_rip,
+        jit: Cell::new(JitSlot::None),
     }
 }
 
 fn push_insn(l: &mut Lifter, insns: &mut Vec<Instruction>, insn: &Instruction) {
-    l.ops.push(Op::Insn { idx: insns.len() as u16, rip: insn.ip() });
+    l.ops.push(Op::Insn {
+        idx: insns.len() as u16,
+        rip: insn.ip(),
+    });
     insns.push(*insn);
 }
 
@@ -102,7 +129,9 @@ fn push_insn(l: &mut Lifter, insns: &mut Vec<Instruction>, insn: &Instruction) {
 fn end_without_bytes(l: &mut Lifter, insns: &[Instruction], ip: u64, fault: Option<Exception>) {
     if insns.is_empty() {
         l.ops.push(Op::Insn { idx: 0, rip: ip });
-        l.end(Op::Raise { e: fault.unwrap_or(Exception::gp(0)) });
+        l.end(Op::Raise {
+            e: fault.unwrap_or(Exception::gp(0)),
+        });
     } else {
         l.end(Op::Jmp { target: ip });
     }
@@ -111,7 +140,9 @@ fn end_without_bytes(l: &mut Lifter, insns: &[Instruction], ip: u64, fault: Opti
 fn succ_rips(ops: &[Op]) -> [u64; 2] {
     match ops.last() {
         Some(Op::Jmp { target }) => [*target, u64::MAX],
-        Some(Op::Branch { taken, not_taken, .. }) => [*taken, *not_taken],
+        Some(Op::Branch {
+            taken, not_taken, ..
+        }) => [*taken, *not_taken],
         _ => [u64::MAX, u64::MAX],
     }
 }

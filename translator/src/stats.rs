@@ -14,6 +14,14 @@ pub struct Stats {
     pub chained: u64,
     pub jump_cache_hits: u64,
     pub translate_time: Duration,
+    /// Tier 1: blocks compiled, their guest instructions, time spent in Cranelift.
+    pub blocks_compiled: u64,
+    pub insns_compiled: u64,
+    pub compile_time: Duration,
+    pub compile_failures: u64,
+    /// Block runs by tier (`blocks_run` = both).
+    pub runs_compiled: u64,
+    pub runs_interpreted: u64,
 }
 
 impl Stats {
@@ -24,5 +32,11 @@ impl Stats {
         self.insns_callout += b.counts.callouts as u64;
         self.helper_calls_lifted += b.counts.helpers as u64;
         self.translate_time += took;
+    }
+
+    pub fn note_compile(&mut self, b: &Block, took: Duration) {
+        self.blocks_compiled += 1;
+        self.insns_compiled += b.insns.len() as u64;
+        self.compile_time += took;
     }
 }

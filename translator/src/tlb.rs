@@ -20,7 +20,12 @@ pub struct TlbEntry {
 }
 
 impl TlbEntry {
-    const EMPTY: TlbEntry = TlbEntry { read_tag: INVALID, write_tag: INVALID, addend: 0, phys: INVALID };
+    const EMPTY: TlbEntry = TlbEntry {
+        read_tag: INVALID,
+        write_tag: INVALID,
+        addend: 0,
+        phys: INVALID,
+    };
 }
 
 #[repr(C)]
@@ -36,7 +41,9 @@ impl Default for SoftTlb {
 
 impl SoftTlb {
     pub fn new() -> Self {
-        SoftTlb { entries: [TlbEntry::EMPTY; TLB_ENTRIES] }
+        SoftTlb {
+            entries: [TlbEntry::EMPTY; TLB_ENTRIES],
+        }
     }
 
     #[inline]
@@ -71,7 +78,14 @@ impl SoftTlb {
         }
     }
 
-    pub fn fill(&mut self, lin: u64, user: bool, host_page: *mut u8, phys_page: u64, writable: bool) {
+    pub fn fill(
+        &mut self,
+        lin: u64,
+        user: bool,
+        host_page: *mut u8,
+        phys_page: u64,
+        writable: bool,
+    ) {
         let tag = Self::tag(lin, user);
         let e = &mut self.entries[Self::index(lin)];
         e.read_tag = tag;

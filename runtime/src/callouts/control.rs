@@ -18,7 +18,11 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
         }
         CalloutKind::MonitorWait => {
             require_cpl0(cpu)?;
-            Ok(if insn.mnemonic() == Mnemonic::Mwait { CalloutResult::Halt } else { CalloutResult::Next })
+            Ok(if insn.mnemonic() == Mnemonic::Mwait {
+                CalloutResult::Halt
+            } else {
+                CalloutResult::Next
+            })
         }
         CalloutKind::MovControl => mov_control(m, cpu, insn),
         CalloutKind::Invlpg => {
@@ -61,7 +65,11 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
                 require_cpl0(cpu)?;
                 let v = (cpu.gpr[0] & 0xffff_ffff) | (cpu.gpr[2] << 32);
                 // x87 must stay enabled; AVX needs SSE; only what CPUID advertises.
-                if ecx != 0 || v & 1 == 0 || v & !super::cpuid::XCR0_SUPPORTED != 0 || (v & 4 != 0 && v & 2 == 0) {
+                if ecx != 0
+                    || v & 1 == 0
+                    || v & !super::cpuid::XCR0_SUPPORTED != 0
+                    || (v & 4 != 0 && v & 2 == 0)
+                {
                     return Err(Exception::gp(0));
                 }
                 cpu.xcr0 = v;
@@ -112,7 +120,9 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
             Ok(CalloutResult::Next)
         }
         CalloutKind::Undefined => Err(Exception::ud()),
-        _ => Ok(CalloutResult::Stop(StopReason::Unsupported("callout routed to the wrong family"))),
+        _ => Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "callout routed to the wrong family",
+        ))),
     }
 }
 
@@ -218,7 +228,9 @@ fn write_cr4(cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
     if cpu.long_mode_active() && v & cr::CR4_PAE == 0 {
         return Err(Exception::gp(0));
     }
-    let changed = (cpu.cr4 ^ v) & (cr::CR4_PAE | cr::CR4_PSE | cr::CR4_PGE | cr::CR4_SMEP | cr::CR4_PCIDE) != 0;
+    let changed = (cpu.cr4 ^ v)
+        & (cr::CR4_PAE | cr::CR4_PSE | cr::CR4_PGE | cr::CR4_SMEP | cr::CR4_PCIDE)
+        != 0;
     cpu.cr4 = v;
     if changed {
         Memory::flush_tlb(cpu);

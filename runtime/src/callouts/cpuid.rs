@@ -23,7 +23,11 @@ pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
 pub const XCR0_SUPPORTED: u64 = 0x7;
 
 /// "btvisorbtvis" in EBX, ECX, EDX of leaf 0x40000000.
-const SIGNATURE: [u32; 3] = [u32::from_le_bytes(*b"btvi"), u32::from_le_bytes(*b"sorb"), u32::from_le_bytes(*b"tvis")];
+const SIGNATURE: [u32; 3] = [
+    u32::from_le_bytes(*b"btvi"),
+    u32::from_le_bytes(*b"sorb"),
+    u32::from_le_bytes(*b"tvis"),
+];
 
 fn host(leaf: u32, sub: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, sub);
@@ -46,7 +50,16 @@ pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             r[1] |= 1 << 16;
             // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), PDCM(15), PCID(17),
             // x2APIC(21), TSC-deadline(24), and set the hypervisor bit (31). OSXSAVE mirrors CR4.
-            r[2] &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 15) | (1 << 17) | (1 << 21) | (1 << 24) | (1 << 27));
+            r[2] &= !((1 << 3)
+                | (1 << 5)
+                | (1 << 6)
+                | (1 << 7)
+                | (1 << 8)
+                | (1 << 15)
+                | (1 << 17)
+                | (1 << 21)
+                | (1 << 24)
+                | (1 << 27));
             r[2] |= 1 << 31;
             if cpu.cr4 & cr::CR4_OSXSAVE != 0 {
                 r[2] |= 1 << 27;

@@ -3,12 +3,12 @@
 
 use super::{operand, Outcome};
 use crate::vm::Machine;
+use btvisor_devices::IoOutcome;
 use btvisor_translator::cpu::{reg, rflags, CpuState, Seg};
 use btvisor_translator::env::{CalloutResult, StopReason};
 use btvisor_translator::exception::Exception;
 use btvisor_translator::interp::{get_reg, set_reg};
 use btvisor_translator::lift::address_size;
-use btvisor_devices::IoOutcome;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
@@ -52,13 +52,25 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
             if rep && get_reg(cpu, reg::RCX, asz) == 0 {
                 return Ok(CalloutResult::Next);
             }
-            let step = if cpu.rflags & rflags::DF != 0 { (size as u64).wrapping_neg() } else { size as u64 };
+            let step = if cpu.rflags & rflags::DF != 0 {
+                (size as u64).wrapping_neg()
+            } else {
+                size as u64
+            };
             let port = get_reg(cpu, reg::RDX, 2) as u16;
             let user = cpu.cpl() == 3;
             let lin_of = |cpu: &CpuState, seg: Seg, off: u64| {
-                let base = if cpu.code_bits() == 64 && !matches!(seg, Seg::Fs | Seg::Gs) { 0 } else { cpu.seg[seg as usize].base };
+                let base = if cpu.code_bits() == 64 && !matches!(seg, Seg::Fs | Seg::Gs) {
+                    0
+                } else {
+                    cpu.seg[seg as usize].base
+                };
                 let l = base.wrapping_add(off);
-                if cpu.code_bits() == 64 { l } else { l & 0xffff_ffff }
+                if cpu.code_bits() == 64 {
+                    l
+                } else {
+                    l & 0xffff_ffff
+                }
             };
             if matches!(mn, Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd) {
                 let rdi = get_reg(cpu, reg::RDI, asz);

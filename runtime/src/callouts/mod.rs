@@ -1,8 +1,8 @@
 //! Callouts: the runtime side of privileged and sensitive instructions (classify.rs decides
 //! which). One module per family; `dispatch` is the single entry from translated code.
 
-pub mod cpuid;
 mod control;
+pub mod cpuid;
 mod flags;
 mod io;
 mod msr;
@@ -21,16 +21,33 @@ use iced_x86::Instruction;
 /// Result type of a callout body: `Err` raises the exception at the instruction.
 pub type Outcome = Result<CalloutResult, Exception>;
 
-pub fn dispatch(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: CalloutKind) -> CalloutResult {
+pub fn dispatch(
+    m: &mut Machine,
+    cpu: &mut CpuState,
+    insn: &Instruction,
+    kind: CalloutKind,
+) -> CalloutResult {
     use CalloutKind as K;
     m.stats.note_callout(kind);
     let r = match kind {
         K::Pushf | K::Popf | K::Cli | K::Sti | K::AlignmentCheck => flags::run(m, cpu, insn, kind),
-        K::StoreSystemReg | K::LoadSystemReg | K::DescriptorQuery => system::run(m, cpu, insn, kind),
+        K::StoreSystemReg | K::LoadSystemReg | K::DescriptorQuery => {
+            system::run(m, cpu, insn, kind)
+        }
         K::SegmentLoad => segment::run(m, cpu, insn),
-        K::FarTransfer | K::SoftwareInterrupt | K::Iret | K::FastSystemCall => transfer::run(m, cpu, insn, kind),
-        K::Hlt | K::MovControl | K::Invlpg | K::Swapgs | K::ExtendedControl | K::CacheControl | K::SegmentBase
-        | K::MonitorWait | K::Undefined | K::TimeStamp => control::run(m, cpu, insn, kind),
+        K::FarTransfer | K::SoftwareInterrupt | K::Iret | K::FastSystemCall => {
+            transfer::run(m, cpu, insn, kind)
+        }
+        K::Hlt
+        | K::MovControl
+        | K::Invlpg
+        | K::Swapgs
+        | K::ExtendedControl
+        | K::CacheControl
+        | K::SegmentBase
+        | K::MonitorWait
+        | K::Undefined
+        | K::TimeStamp => control::run(m, cpu, insn, kind),
         K::PortIo => io::run(m, cpu, insn),
         K::Msr => msr::run(m, cpu, insn),
         K::Cpuid => {

@@ -51,7 +51,11 @@ pub fn linear(cpu: &CpuState, insn: &Instruction) -> u64 {
     }
     let index = insn.memory_index();
     if index != Register::None {
-        ea = ea.wrapping_add(reg_read(cpu, index).unwrap_or(0).wrapping_mul(insn.memory_index_scale() as u64));
+        ea = ea.wrapping_add(
+            reg_read(cpu, index)
+                .unwrap_or(0)
+                .wrapping_mul(insn.memory_index_scale() as u64),
+        );
         asz = index.size();
     }
     ea &= match asz {
@@ -60,7 +64,11 @@ pub fn linear(cpu: &CpuState, insn: &Instruction) -> u64 {
         _ => u64::MAX,
     };
     let seg = seg_of(insn.memory_segment()).unwrap_or(Seg::Ds);
-    let base = if cpu.code_bits() == 64 && !matches!(seg, Seg::Fs | Seg::Gs) { 0 } else { cpu.seg[seg as usize].base };
+    let base = if cpu.code_bits() == 64 && !matches!(seg, Seg::Fs | Seg::Gs) {
+        0
+    } else {
+        cpu.seg[seg as usize].base
+    };
     let lin = ea.wrapping_add(base);
     if cpu.code_bits() == 64 {
         lin
@@ -74,7 +82,13 @@ fn user(cpu: &CpuState) -> bool {
 }
 
 /// Read operand `i` of `size` bytes.
-pub fn read(cpu: &mut CpuState, mem: &Memory, insn: &Instruction, i: u32, size: u8) -> Result<u64, Exception> {
+pub fn read(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    insn: &Instruction,
+    i: u32,
+    size: u8,
+) -> Result<u64, Exception> {
     match insn.op_kind(i) {
         OpKind::Register => Ok(reg_read(cpu, insn.op_register(i)).unwrap_or(0)),
         OpKind::Memory => {
@@ -87,7 +101,14 @@ pub fn read(cpu: &mut CpuState, mem: &Memory, insn: &Instruction, i: u32, size: 
 }
 
 /// Write operand `i` of `size` bytes.
-pub fn write(cpu: &mut CpuState, mem: &Memory, insn: &Instruction, i: u32, size: u8, v: u64) -> Result<(), Exception> {
+pub fn write(
+    cpu: &mut CpuState,
+    mem: &Memory,
+    insn: &Instruction,
+    i: u32,
+    size: u8,
+    v: u64,
+) -> Result<(), Exception> {
     match insn.op_kind(i) {
         OpKind::Register => {
             reg_write(cpu, insn.op_register(i), v);

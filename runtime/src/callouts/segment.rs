@@ -12,7 +12,9 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     if cpu.cr0 & btvisor_translator::cpu::cr::CR0_PE == 0 {
-        return Ok(CalloutResult::Stop(StopReason::Unsupported("segment load in real mode")));
+        return Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "segment load in real mode",
+        )));
     }
     match insn.mnemonic() {
         Mnemonic::Mov => {
@@ -30,7 +32,11 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
                 let seg = operand::seg_of(insn.op1_register()).ok_or(Exception::ud())?;
                 let sel = cpu.seg[seg as usize].selector as u64;
                 // To a register: zero-extended to the operand size; to memory: 16 bits.
-                let size = if insn.op0_kind() == OpKind::Register { insn.op0_register().size() as u8 } else { 2 };
+                let size = if insn.op0_kind() == OpKind::Register {
+                    insn.op0_register().size() as u8
+                } else {
+                    2
+                };
                 operand::write(cpu, &m.mem, insn, 0, size, sel)?;
             }
         }

@@ -38,14 +38,24 @@ fn store(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), 
     }
     match insn.mnemonic() {
         Mnemonic::Sgdt | Mnemonic::Sidt => {
-            let t = if insn.mnemonic() == Mnemonic::Sgdt { cpu.gdtr } else { cpu.idtr };
+            let t = if insn.mnemonic() == Mnemonic::Sgdt {
+                cpu.gdtr
+            } else {
+                cpu.idtr
+            };
             let lin = operand::linear(cpu, insn);
             let user = cpu.cpl() == 3;
             m.mem.write(cpu, lin, 2, t.limit as u64, user)?;
             if cpu.code_bits() == 64 {
                 m.mem.write(cpu, lin.wrapping_add(2), 8, t.base, user)?;
             } else {
-                m.mem.write(cpu, lin.wrapping_add(2) & 0xffff_ffff, 4, t.base & 0xffff_ffff, user)?;
+                m.mem.write(
+                    cpu,
+                    lin.wrapping_add(2) & 0xffff_ffff,
+                    4,
+                    t.base & 0xffff_ffff,
+                    user,
+                )?;
             }
             Ok(())
         }
@@ -72,7 +82,9 @@ fn load(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), E
             let base = if cpu.code_bits() == 64 {
                 m.mem.read(cpu, lin.wrapping_add(2), 8, false)?
             } else {
-                let b = m.mem.read(cpu, lin.wrapping_add(2) & 0xffff_ffff, 4, false)?;
+                let b = m
+                    .mem
+                    .read(cpu, lin.wrapping_add(2) & 0xffff_ffff, 4, false)?;
                 // A 16-bit operand size loads a 24-bit base.
                 if format!("{:?}", insn.code()).ends_with("_16") {
                     b & 0xff_ffff
@@ -90,7 +102,10 @@ fn load(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), E
         Mnemonic::Lldt => {
             let sel = operand::read(cpu, &m.mem, insn, 0, 2)? as u16;
             if sel & !3 == 0 {
-                cpu.ldtr = Segment { selector: sel, ..Segment::default() };
+                cpu.ldtr = Segment {
+                    selector: sel,
+                    ..Segment::default()
+                };
                 return Ok(());
             }
             if sel & 4 != 0 {
@@ -111,7 +126,11 @@ fn load(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), E
                 return Err(Exception::gp(sel_err(sel)));
             }
             let d = read_descriptor(cpu, &m.mem, sel)?;
-            let ok_type = if cpu.long_mode_active() { d.typ() == 9 } else { matches!(d.typ(), 1 | 9) };
+            let ok_type = if cpu.long_mode_active() {
+                d.typ() == 9
+            } else {
+                matches!(d.typ(), 1 | 9)
+            };
             if d.is_code_data() || !ok_type {
                 return Err(Exception::gp(sel_err(sel)));
             }
@@ -140,7 +159,12 @@ fn load(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), E
 }
 
 /// LDT and TSS descriptors are 16 bytes in long mode: the upper half holds base bits 63..32.
-fn system_segment(cpu: &mut CpuState, m: &Machine, d: &Descriptor, sel: u16) -> Result<Segment, Exception> {
+fn system_segment(
+    cpu: &mut CpuState,
+    m: &Machine,
+    d: &Descriptor,
+    sel: u16,
+) -> Result<Segment, Exception> {
     let mut s = d.segment(sel);
     if cpu.long_mode_active() {
         let hi = read_descriptor_high(cpu, &m.mem, sel)?;
@@ -153,7 +177,11 @@ fn system_segment(cpu: &mut CpuState, m: &Machine, d: &Descriptor, sel: u16) -> 
 /// bad selectors (SDM Vol. 2, LAR "Operation").
 fn query(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), Exception> {
     let mn = insn.mnemonic();
-    let src_idx = if matches!(mn, Mnemonic::Lar | Mnemonic::Lsl) { 1 } else { 0 };
+    let src_idx = if matches!(mn, Mnemonic::Lar | Mnemonic::Lsl) {
+        1
+    } else {
+        0
+    };
     let sel = operand::read(cpu, &m.mem, insn, src_idx, 2)? as u16;
     let long = cpu.long_mode_active();
     let d = if sel & !3 == 0 {
@@ -161,11 +189,17 @@ fn query(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), 
     } else {
         match read_descriptor(cpu, &m.mem, sel) {
             Ok(d) => Some(d),
-            Err(e) if e.vector == btvisor_translator::exception::vector::GP && e.error_code == Some(sel_err(sel)) => None,
+            Err(e)
+                if e.vector == btvisor_translator::exception::vector::GP
+                    && e.error_code == Some(sel_err(sel)) =>
+            {
+                None
+            }
             Err(e) => return Err(e),
         }
     };
-    let visible = |d: &Descriptor| d.conforming() || (d.dpl() >= cpu.cpl() && d.dpl() >= (sel & 3) as u8);
+    let visible =
+        |d: &Descriptor| d.conforming() || (d.dpl() >= cpu.cpl() && d.dpl() >= (sel & 3) as u8);
     let ok = d.filter(|d| match mn {
         Mnemonic::Lar | Mnemonic::Lsl => {
             let type_ok = d.is_code_data()
@@ -186,7 +220,9 @@ fn query(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Result<(), 
         let size = insn.op0_register().size();
         let v = match mn {
             Mnemonic::Lar => (d.raw >> 32) & if size == 2 { 0xff00 } else { 0x00f0_ff00 },
-            Mnemonic::Lsl => d.segment(sel).limit as u64 & if size == 2 { 0xffff } else { u64::MAX },
+            Mnemonic::Lsl => {
+                d.segment(sel).limit as u64 & if size == 2 { 0xffff } else { u64::MAX }
+            }
             _ => return Ok(()),
         };
         operand::reg_write(cpu, insn.op0_register(), v);

@@ -4,7 +4,9 @@
 
 use super::{operand, require_cpl0, Outcome};
 use crate::interrupts::{deliver_once, EventKind};
-use crate::segments::{check_far_target, install_cs, null_inaccessible_segments, read_descriptor, sel_err, Descriptor};
+use crate::segments::{
+    check_far_target, install_cs, null_inaccessible_segments, read_descriptor, sel_err, Descriptor,
+};
 use crate::vm::Machine;
 use btvisor_translator::classify::CalloutKind;
 use btvisor_translator::cpu::{cr, rflags::*, CpuState, Seg, Segment};
@@ -14,7 +16,9 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 
 pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: CalloutKind) -> Outcome {
     if cpu.cr0 & cr::CR0_PE == 0 {
-        return Ok(CalloutResult::Stop(StopReason::Unsupported("far transfer or interrupt in real mode")));
+        return Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "far transfer or interrupt in real mode",
+        )));
     }
     match kind {
         CalloutKind::FarTransfer => far(m, cpu, insn),
@@ -33,7 +37,13 @@ fn push_all(m: &Machine, cpu: &mut CpuState, vals: &[u64], size: u8) -> Result<(
     for &v in vals {
         sp = sp.wrapping_sub(size as u64) & mask;
         let lin = operand::stack_linear(cpu, sp);
-        m.mem.write(cpu, lin, size, v, user).map_err(|e| if e.vector == vector::GP { Exception::ss(0) } else { e })?;
+        m.mem.write(cpu, lin, size, v, user).map_err(|e| {
+            if e.vector == vector::GP {
+                Exception::ss(0)
+            } else {
+                e
+            }
+        })?;
     }
     cpu.gpr[4] = (cpu.gpr[4] & !mask) | sp;
     Ok(())
@@ -71,12 +81,18 @@ fn far(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     let d = read_descriptor(cpu, &m.mem, sel)?;
     if !d.is_code_data() {
         // Call gates, task gates and TSS targets.
-        return Ok(CalloutResult::Stop(StopReason::Unsupported("far transfer through a gate or TSS")));
+        return Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "far transfer through a gate or TSS",
+        )));
     }
     check_far_target(cpu, &d, sel)?;
     let cpl = cpu.cpl();
     if mn == Mnemonic::Call {
-        let push_size = if cpu.code_bits() == 64 && size == 8 { 8 } else { size.min(4) };
+        let push_size = if cpu.code_bits() == 64 && size == 8 {
+            8
+        } else {
+            size.min(4)
+        };
         let cs = cpu.seg[Seg::Cs as usize].selector as u64;
         push_all(m, cpu, &[cs, insn.next_ip()], push_size)?;
     }
@@ -92,22 +108,16 @@ fn far_return(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcom
         iced_x86::Code::Retfw | iced_x86::Code::Retfw_imm16 => 2,
         _ => 4,
     };
-    let imm = if insn.op_count() == 1 { insn.immediate16() as u64 } else { 0 };
+    let imm = if insn.op_count() == 1 {
+        insn.immediate16() as u64
+    } else {
+        0
+    };
     let off = operand::peek(cpu, &m.mem, 0, size)?;
     let sel = operand::peek(cpu, &m.mem, size as u64, 2)? as u16;
     let cpl = cpu.cpl();
     let rpl = (sel & 3) as u8;
-    if sel & !3 == 0 || rpl < cpl {
-        return Err(Exception::gp(sel_err(sel)));
-    }
-    let d = read_descriptor(cpu, &m.mem, sel)?;
-    let dpl_ok = if d.conforming() { d.dpl() <= rpl } else { d.dpl() == rpl };
-    if !d.is_code() || !dpl_ok {
-        return Err(Exception::gp(sel_err(sel)));
-    }
-    if !d.present() {
-        return Err(Exception::np(sel_err(sel)));
-    }
+    let d = return_code_segment(m, cpu, sel)?;
     if rpl == cpl {
         operand::add_sp(cpu, 2 * size as u64 + imm);
         install_cs(cpu, &d, sel, cpl);
@@ -126,11 +136,44 @@ fn far_return(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcom
     Ok(CalloutResult::Jump)
 }
 
+/// The CS a far RET or IRET returns to: RPL >= CPL, a present code segment whose DPL equals
+/// the RPL (conforming: DPL <= RPL) (SDM Vol. 2, RET and IRET "Operation").
+fn return_code_segment(m: &Machine, cpu: &mut CpuState, sel: u16) -> Result<Descriptor, Exception> {
+    let rpl = (sel & 3) as u8;
+    if sel & !3 == 0 || rpl < cpu.cpl() {
+        return Err(Exception::gp(sel_err(sel)));
+    }
+    let d = read_descriptor(cpu, &m.mem, sel)?;
+    let dpl_ok = if d.conforming() {
+        d.dpl() <= rpl
+    } else {
+        d.dpl() == rpl
+    };
+    if !d.is_code() || !dpl_ok {
+        return Err(Exception::gp(sel_err(sel)));
+    }
+    if !d.present() {
+        return Err(Exception::np(sel_err(sel)));
+    }
+    Ok(d)
+}
+
 /// The SS to load when returning to privilege `rpl` (SDM Vol. 2, RET/IRET checks).
-fn outer_stack_segment(m: &Machine, cpu: &mut CpuState, ss_sel: u16, rpl: u8, to_64: bool) -> Result<Segment, Exception> {
+fn outer_stack_segment(
+    m: &Machine,
+    cpu: &mut CpuState,
+    ss_sel: u16,
+    rpl: u8,
+    to_64: bool,
+) -> Result<Segment, Exception> {
     if ss_sel & !3 == 0 {
         if cpu.long_mode_active() && to_64 && rpl != 3 {
-            return Ok(Segment { selector: ss_sel, attrs: (rpl as u16) << 5 | Segment::ATTR_DB, limit: 0, base: 0 });
+            return Ok(Segment {
+                selector: ss_sel,
+                attrs: (rpl as u16) << 5 | Segment::ATTR_DB,
+                limit: 0,
+                base: 0,
+            });
         }
         return Err(Exception::gp(0));
     }
@@ -177,27 +220,21 @@ fn iret(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
         _ => 2,
     };
     if cpu.rflags & NT != 0 && !cpu.long_mode_active() {
-        return Ok(CalloutResult::Stop(StopReason::Unsupported("IRET with NT set (task return)")));
+        return Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "IRET with NT set (task return)",
+        )));
     }
     let new_ip = operand::peek(cpu, &m.mem, 0, size)?;
     let sel = operand::peek(cpu, &m.mem, size as u64, 2)? as u16;
     let popped_flags = operand::peek(cpu, &m.mem, 2 * size as u64, size)?;
     if !cpu.long_mode_active() && popped_flags & VM != 0 && cpu.cpl() == 0 && size == 4 {
-        return Ok(CalloutResult::Stop(StopReason::Unsupported("IRET to virtual-8086 mode")));
+        return Ok(CalloutResult::Stop(StopReason::Unsupported(
+            "IRET to virtual-8086 mode",
+        )));
     }
     let cpl = cpu.cpl();
     let rpl = (sel & 3) as u8;
-    if sel & !3 == 0 || rpl < cpl {
-        return Err(Exception::gp(sel_err(sel)));
-    }
-    let d = read_descriptor(cpu, &m.mem, sel)?;
-    let dpl_ok = if d.conforming() { d.dpl() <= rpl } else { d.dpl() == rpl };
-    if !d.is_code() || !dpl_ok {
-        return Err(Exception::gp(sel_err(sel)));
-    }
-    if !d.present() {
-        return Err(Exception::np(sel_err(sel)));
-    }
+    let d = return_code_segment(m, cpu, sel)?;
     if cpu.long_mode_active() && d.long() && d.raw & (1 << 54) != 0 {
         return Err(Exception::gp(sel_err(sel)));
     }
@@ -206,8 +243,14 @@ fn iret(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     let new_stack = if pops_stack {
         let sp = operand::peek(cpu, &m.mem, 3 * size as u64, size)?;
         let ss_sel = operand::peek(cpu, &m.mem, 4 * size as u64, 2)? as u16;
-        let ss = if rpl == cpl && ss_sel & !3 == 0 && cpu.long_mode_active() && d.long() && rpl != 3 {
-            Segment { selector: ss_sel, attrs: (rpl as u16) << 5 | Segment::ATTR_DB, limit: 0, base: 0 }
+        let ss = if rpl == cpl && ss_sel & !3 == 0 && cpu.long_mode_active() && d.long() && rpl != 3
+        {
+            Segment {
+                selector: ss_sel,
+                attrs: (rpl as u16) << 5 | Segment::ATTR_DB,
+                limit: 0,
+                base: 0,
+            }
         } else {
             outer_stack_segment(m, cpu, ss_sel, rpl, d.long())?
         };
@@ -234,7 +277,11 @@ fn iret(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     match new_stack {
         Some((sp, ss)) => {
             cpu.seg[Seg::Ss as usize] = ss;
-            cpu.gpr[4] = if cpu.code_bits() == 64 { sp } else { sp & 0xffff_ffff };
+            cpu.gpr[4] = if cpu.code_bits() == 64 {
+                sp
+            } else {
+                sp & 0xffff_ffff
+            };
         }
         None => operand::add_sp(cpu, 3 * size as u64),
     }
@@ -276,7 +323,11 @@ fn fast_system_call(cpu: &mut CpuState, insn: &Instruction) -> Outcome {
             if long {
                 cpu.gpr[1] = next;
                 cpu.gpr[11] = flags & !RF;
-                cpu.rip = if cpu.code_bits() == 64 { cpu.msr.lstar } else { cpu.msr.cstar };
+                cpu.rip = if cpu.code_bits() == 64 {
+                    cpu.msr.lstar
+                } else {
+                    cpu.msr.cstar
+                };
                 cpu.set_rflags(flags & !cpu.msr.fmask & !RF);
                 cpu.seg[Seg::Cs as usize] = flat_code(sel, 0, true);
             } else {
@@ -321,8 +372,16 @@ fn fast_system_call(cpu: &mut CpuState, insn: &Instruction) -> Outcome {
             cpu.set_rflags(f);
             cpu.seg[Seg::Cs as usize] = flat_code(cs, 0, long);
             cpu.seg[Seg::Ss as usize] = flat_stack(cs + 8, 0);
-            cpu.rip = if long { cpu.msr.sysenter_eip } else { cpu.msr.sysenter_eip & 0xffff_ffff };
-            cpu.gpr[4] = if long { cpu.msr.sysenter_esp } else { cpu.msr.sysenter_esp & 0xffff_ffff };
+            cpu.rip = if long {
+                cpu.msr.sysenter_eip
+            } else {
+                cpu.msr.sysenter_eip & 0xffff_ffff
+            };
+            cpu.gpr[4] = if long {
+                cpu.msr.sysenter_esp
+            } else {
+                cpu.msr.sysenter_esp & 0xffff_ffff
+            };
         }
         _ => {
             // SYSEXIT / SYSEXITQ

@@ -14,7 +14,9 @@ pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 pub enum LoadError {
     #[error("{0}: not an ELF file ({1})")]
     NotElf(String, String),
-    #[error("{0}: not a 32-bit ELF (multiboot kernels are ELF32; convert with objcopy -O elf32-i386)")]
+    #[error(
+        "{0}: not a 32-bit ELF (multiboot kernels are ELF32; convert with objcopy -O elf32-i386)"
+    )]
     NotElf32(String),
     #[error("{0}: no multiboot header in the first 8 KiB")]
     NoMultibootHeader(String),
@@ -22,7 +24,9 @@ pub enum LoadError {
     UnsupportedFlags(String, u32),
     #[error("{0}: segment at {1:#x}+{2:#x} lies outside guest RAM ({3:#x} bytes)")]
     SegmentOutsideRam(String, u64, u64, u64),
-    #[error("{0}: segment data at file offset {1:#x}+{2:#x} runs past the end of the file ({3} bytes)")]
+    #[error(
+        "{0}: segment data at file offset {1:#x}+{2:#x} runs past the end of the file ({3} bytes)"
+    )]
     Truncated(String, u64, u64, usize),
     #[error("{0}: no loadable segments")]
     NoSegments(String),
@@ -39,15 +43,26 @@ const GDT_ADDR: u64 = 0x8000;
 /// Find the multiboot header: magic, flags, checksum summing to zero.
 fn find_header(image: &[u8]) -> Option<(usize, u32)> {
     let end = image.len().min(8192);
-    let word = |i: usize| image.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let word = |i: usize| {
+        image
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     (0..end.saturating_sub(11)).step_by(4).find_map(|off| {
         let (magic, flags, sum) = (word(off)?, word(off + 4)?, word(off + 8)?);
-        (magic == MULTIBOOT_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0).then_some((off, flags))
+        (magic == MULTIBOOT_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0)
+            .then_some((off, flags))
     })
 }
 
 /// Load `image` into RAM and set up `cpu` for the multiboot entry.
-pub fn load(name: &str, image: &[u8], cmdline: &str, ram: &GuestRam, cpu: &mut CpuState) -> Result<(), LoadError> {
+pub fn load(
+    name: &str,
+    image: &[u8],
+    cmdline: &str,
+    ram: &GuestRam,
+    cpu: &mut CpuState,
+) -> Result<(), LoadError> {
     let elf = Elf::parse(image).map_err(|e| LoadError::NotElf(name.into(), e.to_string()))?;
     if elf.is_64 {
         return Err(LoadError::NotElf32(name.into()));
@@ -68,9 +83,16 @@ pub fn load(name: &str, image: &[u8], cmdline: &str, ram: &GuestRam, cpu: &mut C
             continue;
         }
         if filesz > memsz || !ram.contains(paddr, memsz) || paddr < 0x1_0000 {
-            return Err(LoadError::SegmentOutsideRam(name.into(), paddr, memsz, ram.size()));
+            return Err(LoadError::SegmentOutsideRam(
+                name.into(),
+                paddr,
+                memsz,
+                ram.size(),
+            ));
         }
-        let end = off.checked_add(filesz).filter(|&e| e as usize <= image.len());
+        let end = off
+            .checked_add(filesz)
+            .filter(|&e| e as usize <= image.len());
         let Some(end) = end else {
             return Err(LoadError::Truncated(name.into(), off, filesz, image.len()));
         };
@@ -92,7 +114,12 @@ fn write_info(ram: &GuestRam, cmdline: &str) {
     cl.push(0);
     ram.write(CMDLINE_ADDR, &cl);
     // Memory map entries: size(4) base(8) length(8) type(4).
-    let regions = [(0u64, 0x9_fc00u64, 1u32), (0x9_fc00, 0x400, 2), (0xf_0000, 0x1_0000, 2), (0x10_0000, ram.size() - 0x10_0000, 1)];
+    let regions = [
+        (0u64, 0x9_fc00u64, 1u32),
+        (0x9_fc00, 0x400, 2),
+        (0xf_0000, 0x1_0000, 2),
+        (0x10_0000, ram.size() - 0x10_0000, 1),
+    ];
     let mut mmap = Vec::new();
     for (base, len, typ) in regions {
         mmap.extend_from_slice(&20u32.to_le_bytes());
@@ -119,16 +146,38 @@ pub fn setup_cpu(ram: &GuestRam, cpu: &mut CpuState, entry: u64) {
     let gdt: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
     ram.write(GDT_ADDR, &bytes);
-    cpu.gdtr = TableReg { base: GDT_ADDR, limit: (gdt.len() * 8 - 1) as u16 };
-    cpu.idtr = TableReg { base: 0, limit: 0x3ff };
-    let code = Segment { attrs: 0xc09b, ..Segment::flat(0x10, 0xb, 0, true) };
-    let data = Segment { attrs: 0xc093, ..Segment::flat(0x18, 0x3, 0, true) };
+    cpu.gdtr = TableReg {
+        base: GDT_ADDR,
+        limit: (gdt.len() * 8 - 1) as u16,
+    };
+    cpu.idtr = TableReg {
+        base: 0,
+        limit: 0x3ff,
+    };
+    let code = Segment {
+        attrs: 0xc09b,
+        ..Segment::flat(0x10, 0xb, 0, true)
+    };
+    let data = Segment {
+        attrs: 0xc093,
+        ..Segment::flat(0x18, 0x3, 0, true)
+    };
     cpu.seg[Seg::Cs as usize] = code;
     for s in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs, Seg::Ss] {
         cpu.seg[s as usize] = data;
     }
-    cpu.tr = Segment { selector: 0, attrs: 0x8b, limit: 0xffff, base: 0 };
-    cpu.ldtr = Segment { selector: 0, attrs: 0x82, limit: 0xffff, base: 0 };
+    cpu.tr = Segment {
+        selector: 0,
+        attrs: 0x8b,
+        limit: 0xffff,
+        base: 0,
+    };
+    cpu.ldtr = Segment {
+        selector: 0,
+        attrs: 0x82,
+        limit: 0xffff,
+        base: 0,
+    };
     cpu.cr0 = cr::CR0_PE | cr::CR0_ET;
     cpu.set_rflags(0x2);
     cpu.rip = entry;

@@ -31,7 +31,13 @@ impl Memory {
     }
 
     /// Translate and fill the soft TLB for the page of `lin`.
-    fn translate_fill(&self, cpu: &mut CpuState, lin: u64, kind: AccessKind, user: bool) -> Result<u64, Exception> {
+    fn translate_fill(
+        &self,
+        cpu: &mut CpuState,
+        lin: u64,
+        kind: AccessKind,
+        user: bool,
+    ) -> Result<u64, Exception> {
         let t = walk::translate(cpu, &self.ram, lin, Access { kind, user })?;
         let page = t.phys & !0xfff;
         if let Some(host) = self.ram.host_ptr(page) {
@@ -67,7 +73,13 @@ impl Memory {
         }
     }
 
-    pub fn read(&self, cpu: &mut CpuState, lin: u64, size: u8, user: bool) -> Result<u64, Exception> {
+    pub fn read(
+        &self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        user: bool,
+    ) -> Result<u64, Exception> {
         self.check_canonical(cpu, lin)?;
         let last = lin.wrapping_add(size as u64 - 1);
         if lin & !0xfff == last & !0xfff {
@@ -80,13 +92,24 @@ impl Memory {
         let first = (0x1000 - (lin & 0xfff)) as u8;
         let mut v = 0u64;
         for i in 0..size {
-            let p = if i < first { p1 + i as u64 } else { p2 + (i - first) as u64 };
+            let p = if i < first {
+                p1 + i as u64
+            } else {
+                p2 + (i - first) as u64
+            };
             v |= self.phys_read(p, 1) << (8 * i);
         }
         Ok(v)
     }
 
-    pub fn write(&self, cpu: &mut CpuState, lin: u64, size: u8, v: u64, user: bool) -> Result<(), Exception> {
+    pub fn write(
+        &self,
+        cpu: &mut CpuState,
+        lin: u64,
+        size: u8,
+        v: u64,
+        user: bool,
+    ) -> Result<(), Exception> {
         self.check_canonical(cpu, lin)?;
         let last = lin.wrapping_add(size as u64 - 1);
         if lin & !0xfff == last & !0xfff {
@@ -98,7 +121,11 @@ impl Memory {
         let p2 = self.translate_fill(cpu, last & !0xfff, AccessKind::Write, user)?;
         let first = (0x1000 - (lin & 0xfff)) as u8;
         for i in 0..size {
-            let p = if i < first { p1 + i as u64 } else { p2 + (i - first) as u64 };
+            let p = if i < first {
+                p1 + i as u64
+            } else {
+                p2 + (i - first) as u64
+            };
             self.phys_write(cpu, p, 1, (v >> (8 * i)) & 0xff);
         }
         Ok(())
@@ -106,28 +133,59 @@ impl Memory {
 
     /// Read `buf.len()` bytes at a linear address as a supervisor (implicit) access: descriptor
     /// tables, the TSS.
-    pub fn read_bytes(&self, cpu: &mut CpuState, lin: u64, buf: &mut [u8]) -> Result<(), Exception> {
+    pub fn read_bytes(
+        &self,
+        cpu: &mut CpuState,
+        lin: u64,
+        buf: &mut [u8],
+    ) -> Result<(), Exception> {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = self.read(cpu, lin.wrapping_add(i as u64), 1, false)? as u8;
         }
         Ok(())
     }
 
-    pub fn fetch(&self, cpu: &mut CpuState, lin: u64, buf: &mut [u8]) -> Result<Fetched, Exception> {
+    pub fn fetch(
+        &self,
+        cpu: &mut CpuState,
+        lin: u64,
+        buf: &mut [u8],
+    ) -> Result<Fetched, Exception> {
         self.check_canonical(cpu, lin)?;
         let user = cpu.cpl() == 3;
-        let t = walk::translate(cpu, &self.ram, lin, Access { kind: AccessKind::Fetch, user })?;
+        let t = walk::translate(
+            cpu,
+            &self.ram,
+            lin,
+            Access {
+                kind: AccessKind::Fetch,
+                user,
+            },
+        )?;
         let in_page = ((0x1000 - (lin & 0xfff)) as usize).min(buf.len());
         if !self.ram.read(t.phys, &mut buf[..in_page]) {
             // Executing from unbacked physical memory: what a real bus returns (all ones)
             // would decode as garbage; stop with a clear fault instead.
             return Err(Exception::gp(0));
         }
-        let mut fetched = Fetched { phys: t.phys, len: in_page, next_page: None, next_fault: None };
+        let mut fetched = Fetched {
+            phys: t.phys,
+            len: in_page,
+            next_page: None,
+            next_fault: None,
+        };
         if in_page < buf.len() {
             let next = (lin | 0xfff).wrapping_add(1);
             let next_ok = self.check_canonical(cpu, next).and_then(|_| {
-                walk::translate(cpu, &self.ram, next, Access { kind: AccessKind::Fetch, user })
+                walk::translate(
+                    cpu,
+                    &self.ram,
+                    next,
+                    Access {
+                        kind: AccessKind::Fetch,
+                        user,
+                    },
+                )
             });
             match next_ok {
                 Ok(t2) => {

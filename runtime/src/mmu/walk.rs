@@ -45,9 +45,17 @@ fn phys_mask() -> u64 {
     ((1u64 << MAXPHYADDR) - 1) & !0xfff
 }
 
-pub fn translate(cpu: &CpuState, ram: &GuestRam, lin: u64, acc: Access) -> Result<Translation, Exception> {
+pub fn translate(
+    cpu: &CpuState,
+    ram: &GuestRam,
+    lin: u64,
+    acc: Access,
+) -> Result<Translation, Exception> {
     if cpu.cr0 & cr::CR0_PG == 0 {
-        return Ok(Translation { phys: lin & 0xffff_ffff, write_ok: true });
+        return Ok(Translation {
+            phys: lin & 0xffff_ffff,
+            write_ok: true,
+        });
     }
     let write = acc.kind == AccessKind::Write;
     let nxe = cpu.efer & cr::EFER_NXE != 0;
@@ -169,7 +177,12 @@ pub fn translate(cpu: &CpuState, ram: &GuestRam, lin: u64, acc: Access) -> Resul
             }
         }
         AccessKind::Fetch => {
-            !any_nx && if acc.user { all_us } else { !(all_us && cpu.cr4 & cr::CR4_SMEP != 0) }
+            !any_nx
+                && if acc.user {
+                    all_us
+                } else {
+                    !(all_us && cpu.cr4 & cr::CR4_SMEP != 0)
+                }
         }
     };
     if !allowed {
@@ -192,6 +205,13 @@ pub fn translate(cpu: &CpuState, ram: &GuestRam, lin: u64, acc: Access) -> Resul
     }
     let _ = (leaf_addr, wide);
     let dirty = leaf & D != 0 || write;
-    let can_write = if acc.user { all_us && all_rw } else { all_rw || !wp };
-    Ok(Translation { phys: leaf_base | (lin & offset_mask), write_ok: dirty && can_write })
+    let can_write = if acc.user {
+        all_us && all_rw
+    } else {
+        all_rw || !wp
+    };
+    Ok(Translation {
+        phys: leaf_base | (lin & offset_mask),
+        write_ok: dirty && can_write,
+    })
 }

@@ -30,13 +30,21 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     let (r, mut f) = match x.insn.mnemonic() {
         Mnemonic::Shl | Mnemonic::Sal => {
             let r = if count >= bits { 0 } else { (a << count) & m };
-            let cf = if count > bits { 0 } else { (a >> (bits - count)) & 1 };
+            let cf = if count > bits {
+                0
+            } else {
+                (a >> (bits - count)) & 1
+            };
             let of = (sign(r, sz) as u64) ^ cf;
             (r, szp(r, sz as u32) | cf * CF | of * OF)
         }
         Mnemonic::Shr => {
             let r = if count >= bits { 0 } else { a >> count };
-            let cf = if count > bits { 0 } else { (a >> (count - 1)) & 1 };
+            let cf = if count > bits {
+                0
+            } else {
+                (a >> (count - 1)) & 1
+            };
             let of = sign(a, sz) as u64;
             (r, szp(r, sz as u32) | cf * CF | of * OF)
         }
@@ -49,14 +57,22 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
         }
         Mnemonic::Rol => {
             let c = count % bits;
-            let r = if c == 0 { a } else { ((a << c) | (a >> (bits - c))) & m };
+            let r = if c == 0 {
+                a
+            } else {
+                ((a << c) | (a >> (bits - c))) & m
+            };
             let cf = r & 1;
             let of = (sign(r, sz) as u64) ^ cf;
             (r, (old & !(CF | OF)) | cf * CF | of * OF)
         }
         Mnemonic::Ror => {
             let c = count % bits;
-            let r = if c == 0 { a } else { ((a >> c) | (a << (bits - c))) & m };
+            let r = if c == 0 {
+                a
+            } else {
+                ((a >> c) | (a << (bits - c))) & m
+            };
             let msb = sign(r, sz) as u64;
             let of = msb ^ ((r >> (bits - 2)) & 1);
             (r, (old & !(CF | OF)) | msb * CF | of * OF)
@@ -94,7 +110,10 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
             let (r, cf) = if x.insn.mnemonic() == Mnemonic::Shld {
                 let wide = ((a as u128) << bits) | src as u128;
                 let sh = wide << count;
-                (((sh >> bits) as u64) & m, ((wide >> (2 * bits - count)) & 1) as u64)
+                (
+                    ((sh >> bits) as u64) & m,
+                    ((wide >> (2 * bits - count)) & 1) as u64,
+                )
             } else {
                 let wide = ((src as u128) << bits) | a as u128;
                 let sh = wide >> count;
@@ -109,7 +128,10 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     set_arith(cpu, f);
     Ok(r)
 }
-pub const SHIFT: Helper = Helper { name: "shift", f: shift };
+pub const SHIFT: Helper = Helper {
+    name: "shift",
+    f: shift,
+};
 
 /// One-operand MUL/IMUL: RDX:RAX (or AX) = RAX * a. CF=OF when the high half is significant.
 fn mul1(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
@@ -137,7 +159,10 @@ fn mul1(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
     set_arith(cpu, szp(lo, sz as u32) | if overflow { CF | OF } else { 0 });
     Ok(0)
 }
-pub const MUL1: Helper = Helper { name: "mul1", f: mul1 };
+pub const MUL1: Helper = Helper {
+    name: "mul1",
+    f: mul1,
+};
 
 fn sext128(v: u64, sz: u8) -> i128 {
     let bits = sz as u32 * 8;
@@ -153,7 +178,10 @@ fn imul2(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     set_arith(cpu, szp(lo, sz as u32) | if overflow { CF | OF } else { 0 });
     Ok(lo)
 }
-pub const IMUL2: Helper = Helper { name: "imul2", f: imul2 };
+pub const IMUL2: Helper = Helper {
+    name: "imul2",
+    f: imul2,
+};
 
 /// DIV/IDIV: RDX:RAX (or AX) / a; #DE on a zero divisor or a quotient that does not fit.
 /// Flags are undefined; they are left unchanged.
@@ -200,7 +228,10 @@ fn div(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
     }
     Ok(0)
 }
-pub const DIV: Helper = Helper { name: "div", f: div };
+pub const DIV: Helper = Helper {
+    name: "div",
+    f: div,
+};
 
 /// BSF/BSR/TZCNT/LZCNT/POPCNT/BSWAP: `a` source, `b` the destination's old value.
 fn scan(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
@@ -215,13 +246,21 @@ fn scan(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
                 set_arith(cpu, (old & !ZF) | ZF);
                 return Ok(x.b);
             }
-            let r = if x.insn.mnemonic() == Mnemonic::Bsf { a.trailing_zeros() } else { 63 - a.leading_zeros() };
+            let r = if x.insn.mnemonic() == Mnemonic::Bsf {
+                a.trailing_zeros()
+            } else {
+                63 - a.leading_zeros()
+            };
             set_arith(cpu, old & !ZF);
             r as u64
         }
         Mnemonic::Tzcnt | Mnemonic::Lzcnt => {
             let r = if x.insn.mnemonic() == Mnemonic::Tzcnt {
-                if a == 0 { bits } else { a.trailing_zeros() }
+                if a == 0 {
+                    bits
+                } else {
+                    a.trailing_zeros()
+                }
             } else {
                 a.leading_zeros() - (64 - bits)
             };
@@ -243,7 +282,10 @@ fn scan(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
         _ => return Err(Exception::ud()),
     })
 }
-pub const SCAN: Helper = Helper { name: "scan", f: scan };
+pub const SCAN: Helper = Helper {
+    name: "scan",
+    f: scan,
+};
 
 /// DAA/DAS/AAA/AAS/AAM/AAD/SALC (legacy 32-bit BCD arithmetic, SDM Vol. 2).
 fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
@@ -259,16 +301,27 @@ fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
             let mut ncf = false;
             let mut naf = false;
             if (al & 0xf) > 9 || af {
-                nal = if daa { nal.wrapping_add(6) } else { nal.wrapping_sub(6) } & 0xff;
+                nal = if daa {
+                    nal.wrapping_add(6)
+                } else {
+                    nal.wrapping_sub(6)
+                } & 0xff;
                 ncf = cf || if daa { al > 0xf9 } else { al < 6 };
                 naf = true;
             }
             if al > 0x99 || cf {
-                nal = if daa { nal.wrapping_add(0x60) } else { nal.wrapping_sub(0x60) } & 0xff;
+                nal = if daa {
+                    nal.wrapping_add(0x60)
+                } else {
+                    nal.wrapping_sub(0x60)
+                } & 0xff;
                 ncf = true;
             }
             set_reg(cpu, reg::RAX, 1, nal);
-            set_arith(cpu, szp(nal, 1) | if ncf { CF } else { 0 } | if naf { AF } else { 0 });
+            set_arith(
+                cpu,
+                szp(nal, 1) | if ncf { CF } else { 0 } | if naf { AF } else { 0 },
+            );
         }
         Mnemonic::Aaa | Mnemonic::Aas => {
             // AX + 106H / AX - 6 then AH - 1: the carry or borrow out of AL reaches AH.
@@ -306,7 +359,10 @@ fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
     }
     Ok(0)
 }
-pub const BCD: Helper = Helper { name: "bcd", f: bcd };
+pub const BCD: Helper = Helper {
+    name: "bcd",
+    f: bcd,
+};
 
 /// BOUND: #BR when the signed index `a` lies outside [b, c] (SDM Vol. 2, BOUND).
 fn bound(_cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
@@ -316,4 +372,7 @@ fn bound(_cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64,
     }
     Ok(0)
 }
-pub const BOUND: Helper = Helper { name: "bound", f: bound };
+pub const BOUND: Helper = Helper {
+    name: "bound",
+    f: bound,
+};

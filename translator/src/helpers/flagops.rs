@@ -14,7 +14,10 @@ fn set_cf(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64,
     set_arith(cpu, (f & !CF) | (x.a & 1));
     Ok(0)
 }
-pub const SET_CF: Helper = Helper { name: "set_cf", f: set_cf };
+pub const SET_CF: Helper = Helper {
+    name: "set_cf",
+    f: set_cf,
+};
 
 /// CLC/STC/CMC/LAHF/SAHF.
 fn flag_op(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
@@ -35,13 +38,20 @@ fn flag_op(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64
     }
     Ok(0)
 }
-pub const FLAG_OP: Helper = Helper { name: "flag_op", f: flag_op };
+pub const FLAG_OP: Helper = Helper {
+    name: "flag_op",
+    f: flag_op,
+};
 
 /// CMPXCHG8B/16B: `a` = low half of m64/m128, `b` = high half; returns 1 when the
 /// comparison succeeded (the lifter then stores RCX:RBX), otherwise loads RDX:RAX.
 /// The 16-byte form needs a 16-byte aligned operand (#GP(0) otherwise).
 fn cmpxchg_wide(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
-    let half = if x.insn.mnemonic() == Mnemonic::Cmpxchg16b { 8 } else { 4 };
+    let half = if x.insn.mnemonic() == Mnemonic::Cmpxchg16b {
+        8
+    } else {
+        4
+    };
     if half == 8 && x.c & 15 != 0 {
         return Err(Exception::gp(0));
     }
@@ -58,4 +68,7 @@ fn cmpxchg_wide(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Resul
         Ok(0)
     }
 }
-pub const CMPXCHG_WIDE: Helper = Helper { name: "cmpxchg_wide", f: cmpxchg_wide };
+pub const CMPXCHG_WIDE: Helper = Helper {
+    name: "cmpxchg_wide",
+    f: cmpxchg_wide,
+};

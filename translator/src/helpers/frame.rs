@@ -16,7 +16,11 @@ fn enter(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
         32 => (0xffff_ffff, 4),
         _ => (0xffff, 2),
     };
-    let base = if mode.code_bits == 64 { 0 } else { cpu.seg[Seg::Ss as usize].base };
+    let base = if mode.code_bits == 64 {
+        0
+    } else {
+        cpu.seg[Seg::Ss as usize].base
+    };
     let lin = |off: u64| {
         let l = base.wrapping_add(off & mask);
         if mode.code_bits == 64 {
@@ -26,7 +30,13 @@ fn enter(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
         }
     };
     let user = mode.cpl == 3;
-    let ss_fault = |e: Exception| if e.vector == vector::GP { Exception::ss(0) } else { e };
+    let ss_fault = |e: Exception| {
+        if e.vector == vector::GP {
+            Exception::ss(0)
+        } else {
+            e
+        }
+    };
     let level = x.b & 31;
     let mut sp = get_reg(cpu, reg::RSP, ssz);
     let mut bp = get_reg(cpu, reg::RBP, ssz);
@@ -48,4 +58,7 @@ fn enter(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, E
     set_reg(cpu, reg::RSP, ssz, sp);
     Ok(0)
 }
-pub const ENTER: Helper = Helper { name: "enter", f: enter };
+pub const ENTER: Helper = Helper {
+    name: "enter",
+    f: enter,
+};

@@ -12,7 +12,14 @@ use crate::flags::{arith_flags, CcOp, LazyFlags};
 
 /// Replace the arithmetic flags with `f` (materialised).
 pub fn set_arith(cpu: &mut CpuState, f: u64) {
-    cpu.cc = LazyFlags { op: CcOp::Eflags as u32, size: 0, src1: f & rflags::ARITH, src2: 0, res: 0, aux: 0 };
+    cpu.cc = LazyFlags {
+        op: CcOp::Eflags as u32,
+        size: 0,
+        src1: f & rflags::ARITH,
+        src2: 0,
+        res: 0,
+        aux: 0,
+    };
 }
 
 /// The arithmetic flags as they are now.

@@ -48,7 +48,11 @@ fn string(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     };
     let m = insn.mnemonic();
     let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
-    let step: u64 = if cpu.rflags & DF != 0 { (sz as u64).wrapping_neg() } else { sz as u64 };
+    let step: u64 = if cpu.rflags & DF != 0 {
+        (sz as u64).wrapping_neg()
+    } else {
+        sz as u64
+    };
     let mut n = 0;
     loop {
         if rep && get_reg(cpu, reg::RCX, asz) & amask == 0 {
@@ -120,4 +124,7 @@ fn string(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
         }
     }
 }
-pub const STRING: Helper = Helper { name: "string", f: string };
+pub const STRING: Helper = Helper {
+    name: "string",
+    f: string,
+};

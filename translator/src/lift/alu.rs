@@ -15,9 +15,28 @@ pub fn arith(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             let cf = l.tmp();
             l.ops.push(crate::ir::Op::Carry { d: cf });
             let one = l.konst(1);
-            let r = l.bin(if m == Mnemonic::Inc { BinOp::Add } else { BinOp::Sub }, a, one);
+            let r = l.bin(
+                if m == Mnemonic::Inc {
+                    BinOp::Add
+                } else {
+                    BinOp::Sub
+                },
+                a,
+                one,
+            );
             l.write_op(insn, 0, r)?;
-            l.flags(if m == Mnemonic::Inc { CcOp::Inc } else { CcOp::Dec }, sz, a, one, r, cf);
+            l.flags(
+                if m == Mnemonic::Inc {
+                    CcOp::Inc
+                } else {
+                    CcOp::Dec
+                },
+                sz,
+                a,
+                one,
+                r,
+                cf,
+            );
         }
         Mnemonic::Neg => {
             let zero = l.konst(0);
@@ -68,7 +87,11 @@ pub fn shift(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             (l.read_op(insn, 2)?, src)
         }
         _ => {
-            let count = if insn.op_count() > 1 { l.read_op(insn, 1)? } else { l.konst(1) };
+            let count = if insn.op_count() > 1 {
+                l.read_op(insn, 1)?
+            } else {
+                l.konst(1)
+            };
             (count, count)
         }
     };
@@ -108,7 +131,9 @@ pub fn muldiv(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
 pub fn bcd(l: &mut Lifter, _insn: &Instruction) -> Result<(), LiftError> {
     if l.mode.code_bits == 64 {
         // These encodings are invalid in 64-bit mode (SDM Vol. 2, "Instruction Set Reference").
-        l.end(crate::ir::Op::Raise { e: crate::exception::Exception::ud() });
+        l.end(crate::ir::Op::Raise {
+            e: crate::exception::Exception::ud(),
+        });
         return Ok(());
     }
     let z = l.konst(0);

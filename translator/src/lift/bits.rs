@@ -59,6 +59,17 @@ pub fn scan(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
         return l.write_op(insn, 0, r);
     }
     let src = l.read_op(insn, 1)?;
+    if sz == 4 && matches!(insn.mnemonic(), Mnemonic::Bsf | Mnemonic::Bsr) {
+        // A zero source leaves the destination unchanged (AMD APM Vol. 3, BSF/BSR; the SDM
+        // says "undefined" and Intel hardware does the same): the whole 64-bit register, so a
+        // 32-bit destination is not zero-extended then. A found index is < 32 and its 64-bit
+        // write is the usual zero extension.
+        let (r, _) = Lifter::reg_loc(insn.op_register(0))?;
+        let old = l.get_n(r, 8);
+        let v = l.call(SCAN, sz, src, old, old);
+        l.set_n(r, 8, v);
+        return Ok(());
+    }
     let old = l.read_op(insn, 0)?;
     let r = l.call(SCAN, sz, src, old, old);
     l.write_op(insn, 0, r)

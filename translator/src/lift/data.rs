@@ -41,34 +41,77 @@ pub fn data(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             let a = l.read_op(insn, 0)?;
             let b = l.read_op(insn, 1)?;
             let r = l.bin(BinOp::Add, a, b);
-            l.write_op(insn, 0, r)?;
-            l.write_op(insn, 1, a)?;
+            // SDM Vol. 2, XADD: "SRC <- DEST; DEST <- TEMP": with the same register as both
+            // operands the sum wins, so the source is written first. A memory destination is
+            // written first anyway (the only write that can fault).
+            if insn.op_kind(0) == OpKind::Memory {
+                l.write_op(insn, 0, r)?;
+                l.write_op(insn, 1, a)?;
+            } else {
+                l.write_op(insn, 1, a)?;
+                l.write_op(insn, 0, r)?;
+            }
             l.flags(CcOp::Add, sz, a, b, r, a);
             Ok(())
         }
         Mnemonic::Cmpxchg => {
-            // SDM Vol. 2: the destination is written in both cases (with its own value when
-            // the comparison fails), the accumulator only on failure.
+            // SDM Vol. 2: a memory destination is written in both cases (with its own value
+            // when the comparison fails), the accumulator only on failure. A register
+            // destination is written only on success: with 32-bit operands the register that is
+            // not written keeps its upper half (no zero extension), as the hardware does. With
+            // the accumulator itself as the destination, success must leave the source in it,
+            // so the accumulator is written first (a memory destination still goes first, being
+            // the only write that can fault).
             let sz = Lifter::op_size(insn, 0);
             let dst = l.read_op(insn, 0)?;
             let src = l.read_op(insn, 1)?;
             let acc = l.get_n(reg::RAX, sz);
             let diff0 = l.bin(BinOp::Xor, acc, dst);
             let diff = l.zext(diff0, sz);
-            let new_dst = l.select(diff, dst, src);
-            l.write_op(insn, 0, new_dst)?;
-            let new_acc = l.select(diff, dst, acc);
-            l.set_n(reg::RAX, sz, new_acc);
+            let write_acc = |l: &mut Lifter| {
+                if sz == 4 {
+                    let acc64 = l.get_n(reg::RAX, 8);
+                    let new_acc = l.select(diff, dst, acc64);
+                    l.set_n(reg::RAX, 8, new_acc);
+                } else {
+                    let new_acc = l.select(diff, dst, acc);
+                    l.set_n(reg::RAX, sz, new_acc);
+                }
+            };
+            if insn.op_kind(0) == OpKind::Memory {
+                let new_dst = l.select(diff, dst, src);
+                l.write_op(insn, 0, new_dst)?;
+                write_acc(l);
+            } else {
+                write_acc(l);
+                let (r, rsz) = Lifter::reg_loc(insn.op_register(0))?;
+                if sz == 4 {
+                    let old = l.get_n(r, 8);
+                    let new_dst = l.select(diff, old, src);
+                    l.set_n(r, 8, new_dst);
+                } else {
+                    let new_dst = l.select(diff, dst, src);
+                    l.set_n(r, rsz, new_dst);
+                }
+            }
             let r = l.bin(BinOp::Sub, acc, dst);
             l.flags(CcOp::Sub, sz, acc, dst, r, acc);
             Ok(())
         }
         Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b => {
-            let half: u8 = if insn.mnemonic() == Mnemonic::Cmpxchg16b { 8 } else { 4 };
+            let half: u8 = if insn.mnemonic() == Mnemonic::Cmpxchg16b {
+                8
+            } else {
+                4
+            };
             let ea = l.ea(insn)?;
             let seg = l.seg_index(insn.memory_segment());
             let ea_hi0 = l.bin_imm(BinOp::Add, ea, half as u64);
-            let ea_hi = if l.mode.code_bits == 64 { ea_hi0 } else { l.bin_imm(BinOp::And, ea_hi0, 0xffff_ffff) };
+            let ea_hi = if l.mode.code_bits == 64 {
+                ea_hi0
+            } else {
+                l.bin_imm(BinOp::And, ea_hi0, 0xffff_ffff)
+            };
             let lo = l.load(seg, ea, half, false);
             let hi = l.load(seg, ea_hi, half, false);
             l.store(seg, ea, lo, half, false);
@@ -150,15 +193,25 @@ pub fn conditional(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> 
 /// while a REP has iterations left.
 pub fn string(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     let sz = match insn.mnemonic() {
-        Mnemonic::Movsb | Mnemonic::Stosb | Mnemonic::Lodsb | Mnemonic::Cmpsb | Mnemonic::Scasb => 1,
-        Mnemonic::Movsw | Mnemonic::Stosw | Mnemonic::Lodsw | Mnemonic::Cmpsw | Mnemonic::Scasw => 2,
-        Mnemonic::Movsd | Mnemonic::Stosd | Mnemonic::Lodsd | Mnemonic::Cmpsd | Mnemonic::Scasd => 4,
+        Mnemonic::Movsb | Mnemonic::Stosb | Mnemonic::Lodsb | Mnemonic::Cmpsb | Mnemonic::Scasb => {
+            1
+        }
+        Mnemonic::Movsw | Mnemonic::Stosw | Mnemonic::Lodsw | Mnemonic::Cmpsw | Mnemonic::Scasw => {
+            2
+        }
+        Mnemonic::Movsd | Mnemonic::Stosd | Mnemonic::Lodsd | Mnemonic::Cmpsd | Mnemonic::Scasd => {
+            4
+        }
         _ => 8,
     };
     let z = l.konst(0);
     let more = l.call(STRING, sz, z, z, z);
     if insn.has_rep_prefix() || insn.has_repne_prefix() {
-        l.end(Op::Branch { c: more, taken: insn.ip(), not_taken: insn.next_ip() });
+        l.end(Op::Branch {
+            c: more,
+            taken: insn.ip(),
+            not_taken: insn.next_ip(),
+        });
     }
     Ok(())
 }

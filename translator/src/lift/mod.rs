@@ -10,7 +10,7 @@ mod stack;
 use crate::cpu::{Mode, Seg};
 use crate::flags::CcOp;
 use crate::ir::{mem, BinOp, Helper, Op, NO_SEG, REG_AH, T, TEMPS};
-use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 /// Why an instruction classified as liftable could not be lifted (a form not done yet).
 pub type LiftError = &'static str;
@@ -30,14 +30,25 @@ pub struct Lifter {
 
 impl Lifter {
     pub fn new(mode: Mode) -> Self {
-        Lifter { ops: Vec::with_capacity(64), ntemp: 0, mode, ea: None, ended: false, helpers: 0, temps_exhausted: false }
+        Lifter {
+            ops: Vec::with_capacity(64),
+            ntemp: 0,
+            mode,
+            ea: None,
+            ended: false,
+            helpers: 0,
+            temps_exhausted: false,
+        }
     }
 
     /// Lift one instruction; `idx` is its index in the block.
     pub fn lift(&mut self, idx: u16, insn: &Instruction) -> Result<(), LiftError> {
         self.ntemp = 0;
         self.ea = None;
-        self.ops.push(Op::Insn { idx, rip: insn.ip() });
+        self.ops.push(Op::Insn {
+            idx,
+            rip: insn.ip(),
+        });
         let mark = self.ops.len();
         self.temps_exhausted = false;
         let mut r = self.lift_inner(insn);
@@ -53,7 +64,9 @@ impl Lifter {
     fn lift_inner(&mut self, insn: &Instruction) -> Result<(), LiftError> {
         use Mnemonic::*;
         match insn.mnemonic() {
-            Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not => alu::arith(self, insn),
+            Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not => {
+                alu::arith(self, insn)
+            }
             Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd => alu::shift(self, insn),
             Mul | Imul | Div | Idiv => alu::muldiv(self, insn),
             Daa | Das | Aaa | Aas | Aam | Aad | Salc => alu::bcd(self, insn),
@@ -61,18 +74,23 @@ impl Lifter {
             Bt | Bts | Btr | Btc => bits::bit_test(self, insn),
             Bsf | Bsr | Tzcnt | Lzcnt | Popcnt | Bswap => bits::scan(self, insn),
             Clc | Stc | Cmc | Cld | Std | Lahf | Sahf => bits::flag_ops(self, insn),
-            Mov | Movzx | Movsx | Movsxd | Lea | Xchg | Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b | Cbw | Cwde
-            | Cdqe | Cwd | Cdq | Cqo | Xlatb => data::data(self, insn),
-            Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp | Setnp | Setl
-            | Setge | Setle | Setg | Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs
-            | Cmovns | Cmovp | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg => data::conditional(self, insn),
-            Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq | Lodsb | Lodsw | Lodsd | Lodsq
-            | Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq => data::string(self, insn),
+            Mov | Movzx | Movsx | Movsxd | Lea | Xchg | Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b
+            | Cbw | Cwde | Cdqe | Cwd | Cdq | Cqo | Xlatb => data::data(self, insn),
+            Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp
+            | Setnp | Setl | Setge | Setle | Setg | Cmovo | Cmovno | Cmovb | Cmovae | Cmove
+            | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns | Cmovp | Cmovnp | Cmovl | Cmovge
+            | Cmovle | Cmovg => data::conditional(self, insn),
+            Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq | Lodsb | Lodsw
+            | Lodsd | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq => {
+                data::string(self, insn)
+            }
             Push | Pop | Pushad | Popad | Pusha | Popa | Enter | Leave => stack::stack(self, insn),
-            Call | Ret | Jmp | Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp | Jl | Jge | Jle
-            | Jg | Jcxz | Jecxz | Jrcxz | Loop | Loope | Loopne => branch::branch(self, insn),
-            Nop | Pause | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2
-            | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Ok(()),
+            Call | Ret | Jmp | Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp
+            | Jl | Jge | Jle | Jg | Jcxz | Jecxz | Jrcxz | Loop | Loope | Loopne => {
+                branch::branch(self, insn)
+            }
+            Nop | Pause | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1
+            | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Ok(()),
             _ => Err("instruction not lifted yet"),
         }
     }
@@ -125,7 +143,14 @@ impl Lifter {
     }
 
     pub fn flags(&mut self, op: CcOp, sz: u8, a: T, b: T, r: T, aux: T) {
-        self.ops.push(Op::Flags { op, sz, a, b, r, aux });
+        self.ops.push(Op::Flags {
+            op,
+            sz,
+            a,
+            b,
+            r,
+            aux,
+        });
     }
 
     pub fn call(&mut self, h: Helper, sz: u8, a: T, b: T, c: T) -> T {
@@ -218,7 +243,11 @@ impl Lifter {
         if index != Register::None {
             let i = self.get(index)?;
             let shift = insn.memory_index_scale().trailing_zeros() as u64;
-            let scaled = if shift > 0 { self.bin_imm(BinOp::Shl, i, shift) } else { i };
+            let scaled = if shift > 0 {
+                self.bin_imm(BinOp::Shl, i, shift)
+            } else {
+                i
+            };
             acc = self.bin(BinOp::Add, acc, scaled);
         }
         let mask = self.addr_mask(insn);
@@ -258,13 +287,25 @@ impl Lifter {
     pub fn load(&mut self, seg: u8, a: T, sz: u8, stack: bool) -> T {
         let d = self.tmp();
         let flags = self.mem_flags() | if stack { mem::STACK } else { 0 };
-        self.ops.push(Op::Load { d, seg, a, sz, flags });
+        self.ops.push(Op::Load {
+            d,
+            seg,
+            a,
+            sz,
+            flags,
+        });
         d
     }
 
     pub fn store(&mut self, seg: u8, a: T, s: T, sz: u8, stack: bool) {
         let flags = self.mem_flags() | if stack { mem::STACK } else { 0 };
-        self.ops.push(Op::Store { seg, a, s, sz, flags });
+        self.ops.push(Op::Store {
+            seg,
+            a,
+            s,
+            sz,
+            flags,
+        });
     }
 
     // ---------- operands ----------
@@ -343,7 +384,15 @@ impl Lifter {
     pub fn push_value(&mut self, sp: T, v: T, sz: u8) -> T {
         let mut nsp = self.bin_imm(BinOp::Sub, sp, sz as u64);
         if self.mode.stack_bits != 64 {
-            nsp = self.bin_imm(BinOp::And, nsp, if self.mode.stack_bits == 32 { 0xffff_ffff } else { 0xffff });
+            nsp = self.bin_imm(
+                BinOp::And,
+                nsp,
+                if self.mode.stack_bits == 32 {
+                    0xffff_ffff
+                } else {
+                    0xffff
+                },
+            );
         }
         let seg = self.seg_index(Register::SS);
         self.store(seg, nsp, v, sz, true);
@@ -356,7 +405,15 @@ impl Lifter {
         let v = self.load(seg, sp, sz, true);
         let mut nsp = self.bin_imm(BinOp::Add, sp, sz as u64);
         if self.mode.stack_bits != 64 {
-            nsp = self.bin_imm(BinOp::And, nsp, if self.mode.stack_bits == 32 { 0xffff_ffff } else { 0xffff });
+            nsp = self.bin_imm(
+                BinOp::And,
+                nsp,
+                if self.mode.stack_bits == 32 {
+                    0xffff_ffff
+                } else {
+                    0xffff
+                },
+            );
         }
         (v, nsp)
     }
@@ -374,6 +431,15 @@ impl Lifter {
     /// Operand size of instructions whose size is the stack width in 64-bit mode (push/pop,
     /// call/ret): 8 unless a 0x66 prefix made it 2.
     pub fn stack_op_size(&self, insn: &Instruction) -> u8 {
+        // ENTER/LEAVE: iced's stack-pointer increment does not give the operand size (it is 0
+        // for LEAVE and depends on the operands for ENTER), the code does: a 0x66 prefix makes
+        // them push/pop BP, not RBP (SDM Vol. 2, ENTER and LEAVE, "Operation").
+        match insn.code() {
+            Code::Enterw_imm16_imm8 | Code::Leavew => return 2,
+            Code::Enterd_imm16_imm8 | Code::Leaved => return 4,
+            Code::Enterq_imm16_imm8 | Code::Leaveq => return 8,
+            _ => {}
+        }
         match insn.stack_pointer_increment() {
             -8 | 8 => 8,
             -2 | 2 => 2,
@@ -388,6 +454,11 @@ impl Lifter {
 pub fn address_size(insn: &Instruction, mode: Mode) -> u8 {
     for i in 0..insn.op_count() {
         match insn.op_kind(i) {
+            // XLAT: [rBX + AL], the base register has the address size (a 0x67 prefix makes it
+            // EBX in 64-bit mode; SDM Vol. 2, XLAT).
+            OpKind::Memory if insn.memory_base() != Register::None => {
+                return insn.memory_base().size() as u8
+            }
             OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI => return 2,
             OpKind::MemorySegESI | OpKind::MemorySegEDI | OpKind::MemoryESEDI => return 4,
             OpKind::MemorySegRSI | OpKind::MemorySegRDI | OpKind::MemoryESRDI => return 8,

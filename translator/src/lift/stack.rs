@@ -40,7 +40,11 @@ pub fn stack(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             }
         }
         Mnemonic::Pushad | Mnemonic::Pusha => {
-            let sz = if insn.mnemonic() == Mnemonic::Pushad { 4 } else { 2 };
+            let sz = if insn.mnemonic() == Mnemonic::Pushad {
+                4
+            } else {
+                2
+            };
             let sp0 = l.get_sp();
             let mut sp = sp0;
             for r in 0..8u8 {
@@ -50,7 +54,11 @@ pub fn stack(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             l.set_sp(sp);
         }
         Mnemonic::Popad | Mnemonic::Popa => {
-            let sz = if insn.mnemonic() == Mnemonic::Popad { 4 } else { 2 };
+            let sz = if insn.mnemonic() == Mnemonic::Popad {
+                4
+            } else {
+                2
+            };
             let mut sp = l.get_sp();
             let mut vals = [0u8; 8];
             for r in (0..8u8).rev() {
