@@ -38,7 +38,12 @@ fn random_code_never_crashes_the_monitor() {
         let kind = match exit {
             VmExit::ExitCode(_) => "exit",
             VmExit::TripleFault(_) => "triple fault",
-            VmExit::Unsupported(_) => "unsupported",
+            VmExit::Unsupported(ref m) => {
+                if std::env::var("SHOW_UNSUPPORTED").is_ok() {
+                    eprintln!("seed {seed}: {}", m.lines().next().unwrap_or(""));
+                }
+                "unsupported"
+            }
             VmExit::HaltedForever(_) => "halted",
             VmExit::Shutdown => "shutdown",
             VmExit::Timeout => "timeout",
