@@ -22,9 +22,16 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
-            return code;
+            if !e.use_stderr() {
+                // --help and --version
+                let _ = e.print();
+                return 0;
+            }
+            // One line, as for every other bad input: clap's first line without its prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("btvisor: {} (try 'btvisor --help')", first.trim_start_matches("error: "));
+            return EXIT_USAGE;
         }
     };
     match cli.command {
