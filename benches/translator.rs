@@ -262,8 +262,18 @@ fn translation_throughput() -> (f64, u64, f64, u64, u64, f64) {
     while cblocks < 2000 && off + 16 < bytes.len() {
         let end = (off + 1024 + 15).min(bytes.len());
         let rip = text.sh_addr + off as u64;
-        let key = BlockKey { rip, cs_base: 0, phys: rip, mode };
-        let fetched = Fetched { phys: rip, len: end - off, next_page: None, next_fault: None };
+        let key = BlockKey {
+            rip,
+            cs_base: 0,
+            phys: rip,
+            mode,
+        };
+        let fetched = Fetched {
+            phys: rip,
+            len: end - off,
+            next_page: None,
+            next_fault: None,
+        };
         let b = scan_block(key, fetched, &bytes[off..end]);
         off += (b.guest_bytes as usize).max(1);
         if b.counts.lifted == 0 {
@@ -279,7 +289,14 @@ fn translation_throughput() -> (f64, u64, f64, u64, u64, f64) {
             jit.reset();
         }
     }
-    (insns as f64 / lift_secs, insns, cinsns as f64 / ctime, cinsns, cblocks, ctime / cblocks.max(1) as f64)
+    (
+        insns as f64 / lift_secs,
+        insns,
+        cinsns as f64 / ctime,
+        cinsns,
+        cblocks,
+        ctime / cblocks.max(1) as f64,
+    )
 }
 
 fn main() {
@@ -344,7 +361,10 @@ fn main() {
     println!("| compile (Cranelift, opt none) | {:.3} M guest insns/s = {:.2} us/insn; {:.0} us per block of {:.1} insns ({} blocks) |",
         comp_rate / 1e6, 1e6 / comp_rate, per_block * 1e6, insns_per_block, cblocks);
     let cold_interp = insns_per_block * (1e6 / lift_rate + interp_ns / 1e3);
-    println!("| cold block run once: lift + interpret | {:.2} us per block |", cold_interp);
+    println!(
+        "| cold block run once: lift + interpret | {:.2} us per block |",
+        cold_interp
+    );
     println!("| cold block run once: lift + compile + run | {:.2} us per block ({:.0}x the interpreter path) |",
         insns_per_block * 1e6 / lift_rate + per_block * 1e6, (insns_per_block * 1e6 / lift_rate + per_block * 1e6) / cold_interp);
 }

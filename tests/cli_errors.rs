@@ -21,7 +21,11 @@ fn write_tmp(name: &str, bytes: &[u8]) -> String {
 
 fn assert_clean_error(code: Option<i32>, stderr: &str, needle: &str) {
     assert_eq!(code, Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not a one-line error: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not a one-line error: {stderr}"
+    );
     assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
 }

@@ -30,7 +30,10 @@ pub fn main() -> i32 {
             // One line, as for every other bad input: clap's first line without its prefix.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("btvisor: {} (try 'btvisor --help')", first.trim_start_matches("error: "));
+            eprintln!(
+                "btvisor: {} (try 'btvisor --help')",
+                first.trim_start_matches("error: ")
+            );
             return EXIT_USAGE;
         }
     };

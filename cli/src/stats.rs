@@ -17,10 +17,11 @@ pub fn render(vm: &Vm) -> String {
     let _ = writeln!(s, "guest insns translated    {}", t.insns_translated);
     let _ = writeln!(s, "  lifted                  {}", t.insns_lifted);
     let _ = writeln!(s, "  callouts                {}", t.insns_callout);
+    let _ = writeln!(s, "  native-step             {}", t.insns_native_step);
     let _ = writeln!(
         s,
         "  not supported           {}",
-        t.insns_translated - t.insns_lifted - t.insns_callout
+        t.insns_translated - t.insns_lifted - t.insns_callout - t.insns_native_step
     );
     let _ = writeln!(s, "  helper calls in lifts   {}", t.helper_calls_lifted);
     let _ = writeln!(
@@ -37,6 +38,7 @@ pub fn render(vm: &Vm) -> String {
         t.compile_time.as_secs_f64() * 1e3,
         t.compile_failures
     );
+    let _ = writeln!(s, "native steps run          {}", vm.cpu.native_steps);
     let _ = writeln!(s, "blocks run                {}", t.blocks_run);
     let _ = writeln!(s, "  interpreted (tier 0)    {}", t.runs_interpreted);
     let _ = writeln!(s, "  compiled (tier 1)       {}", t.runs_compiled);

@@ -27,6 +27,8 @@ pub struct ClassCounts {
     pub lifted: u32,
     pub callouts: u32,
     pub helpers: u32,
+    /// Instructions run by the native-step engine (x87/MMX/SSE).
+    pub native_steps: u32,
 }
 
 pub struct Block {

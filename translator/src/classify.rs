@@ -63,8 +63,9 @@ pub enum Class {
     Lift,
     /// Handed to the runtime; always ends the block.
     Callout(CalloutKind),
-    /// A valid instruction not lifted yet that is safe to run on the host CPU (SSE/x87 data
-    /// operations). Until the native-step engine lands these stop the VM with a clear error.
+    /// x87/MMX/SSE data operations, run on the host CPU one at a time by the native-step
+    /// engine (`native_step`), which also raises #UD for VEX/EVEX (AVX is not offered) and stops
+    /// on anything outside its allowlist.
     NativeStep,
     /// Not handled at all: stops the VM with "unsupported instruction".
     Unsupported,
@@ -74,6 +75,10 @@ pub fn classify(insn: &Instruction) -> Class {
     use CalloutKind as K;
     use Mnemonic::*;
     let c = |k| Class::Callout(k);
+    // MOVSD and CMPSD name both a string instruction and an SSE2 instruction (XMM operands).
+    if matches!(insn.mnemonic(), Movsd | Cmpsd) && uses_xmm(insn) {
+        return Class::NativeStep;
+    }
     match insn.mnemonic() {
         // ---- lifted: integer ALU, moves, stack, strings, bit ops, branches ----
         Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not | Mov
@@ -118,6 +123,8 @@ pub fn classify(insn: &Instruction) -> Class {
         Monitor | Mwait => c(K::MonitorWait),
         // Far forms of jmp/call/ret and everything touching segment registers are sensitive.
         Retf => c(K::FarTransfer),
+        // WAIT/FWAIT checks for pending x87 exceptions: the native-step engine's job.
+        Wait => Class::NativeStep,
         // ---- native-step candidates: SSE/AVX/x87 data operations ----
         _ if is_fpu_or_simd(insn) => Class::NativeStep,
         _ => Class::Unsupported,
@@ -168,10 +175,25 @@ impl Refine for Class {
     }
 }
 
+fn uses_xmm(insn: &Instruction) -> bool {
+    (0..insn.op_count())
+        .any(|i| insn.op_kind(i) == iced_x86::OpKind::Register && insn.op_register(i).is_xmm())
+}
+
 /// x87, MMX, SSE and AVX data operations, decided by the CPUID feature iced-x86 records for the
-/// encoding rather than by mnemonic spelling.
+/// encoding rather than by mnemonic spelling. Every VEX/EVEX/XOP encoding but the
+/// general-purpose BMI ones counts too: the native-step engine raises #UD for them.
 fn is_fpu_or_simd(insn: &Instruction) -> bool {
     use iced_x86::CpuidFeature as F;
+    use iced_x86::EncodingKind as E;
+    if matches!(insn.encoding(), E::VEX | E::EVEX | E::XOP)
+        && !insn
+            .cpuid_features()
+            .iter()
+            .all(|f| matches!(f, F::BMI1 | F::BMI2))
+    {
+        return true;
+    }
     insn.cpuid_features().iter().any(|f| {
         matches!(
             f,
@@ -194,4 +216,34 @@ fn is_fpu_or_simd(insn: &Instruction) -> bool {
                 | F::XSAVEOPT
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn class(bytes: &[u8]) -> Class {
+        classify(&Decoder::new(64, bytes, DecoderOptions::NONE).decode())
+    }
+
+    #[test]
+    fn sse_movsd_and_cmpsd_are_not_strings() {
+        assert_eq!(class(&[0xa5]), Class::Lift); // movsd (string)
+        assert_eq!(class(&[0xa7]), Class::Lift); // cmpsd (string)
+        assert_eq!(class(&[0xf2, 0x0f, 0x10, 0xc1]), Class::NativeStep); // movsd xmm0,xmm1
+        assert_eq!(class(&[0xf2, 0x0f, 0xc2, 0xc1, 0x01]), Class::NativeStep); // cmpsd xmm
+    }
+
+    #[test]
+    fn simd_wait_and_vex_go_to_native_step() {
+        assert_eq!(class(&[0x9b]), Class::NativeStep); // fwait
+        assert_eq!(class(&[0xd9, 0xe8]), Class::NativeStep); // fld1
+        assert_eq!(class(&[0xc5, 0xf0, 0x58, 0xc2]), Class::NativeStep); // vaddps (→ #UD)
+        assert_eq!(
+            class(&[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2]),
+            Class::NativeStep
+        ); // EVEX
+        assert_eq!(class(&[0xc4, 0xe2, 0x70, 0xf2, 0xc2]), Class::Unsupported); // andn (BMI1)
+    }
 }

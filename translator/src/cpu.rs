@@ -174,6 +174,111 @@ pub struct Msrs {
     pub tsc_offset: i64,
 }
 
+/// The guest's x87/MMX/SSE state as an FXSAVE image in the 64-bit layout (SDM Vol. 1, 10.5.1,
+/// Table 10-2): the native-step stubs load it with FXRSTOR64 and store it with FXSAVE64, so it
+/// must be 16-byte aligned. FOP/FIP/FDP (bytes 6..24) are kept by the native-step engine (see
+/// `X87Pointers`), never taken from the host, whose values would be host addresses.
+#[derive(Copy, Clone)]
+#[repr(C, align(16))]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    pub const FCW: usize = 0;
+    pub const FSW: usize = 2;
+    /// The abridged tag byte (one bit per register, 1 = valid).
+    pub const FTW: usize = 4;
+    pub const FOP: usize = 6;
+    pub const FIP: usize = 8;
+    pub const FDP: usize = 16;
+    pub const MXCSR: usize = 24;
+    pub const MXCSR_MASK: usize = 28;
+    pub const ST0: usize = 32;
+    pub const XMM0: usize = 160;
+    pub const MXCSR_DEFAULT: u32 = 0x1f80;
+
+    /// The state FNINIT leaves (SDM Vol. 1, 8.1.10: FCW 037FH, FSW 0, all registers empty,
+    /// pointers 0) with MXCSR at its power-up value 1F80H (Vol. 3, Table 9-1) and `mxcsr_mask`
+    /// as the MXCSR_MASK field (Vol. 1, 11.6.6).
+    pub fn init(mxcsr_mask: u32) -> FxArea {
+        let mut a = FxArea([0; 512]);
+        a.set16(Self::FCW, 0x037f);
+        a.set32(Self::MXCSR, Self::MXCSR_DEFAULT);
+        a.set32(Self::MXCSR_MASK, mxcsr_mask);
+        a
+    }
+    pub fn get16(&self, off: usize) -> u16 {
+        u16::from_le_bytes([self.0[off], self.0[off + 1]])
+    }
+    pub fn get32(&self, off: usize) -> u32 {
+        u32::from_le_bytes([
+            self.0[off],
+            self.0[off + 1],
+            self.0[off + 2],
+            self.0[off + 3],
+        ])
+    }
+    pub fn set16(&mut self, off: usize, v: u16) {
+        self.0[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    pub fn set32(&mut self, off: usize, v: u32) {
+        self.0[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    pub fn fcw(&self) -> u16 {
+        self.get16(Self::FCW)
+    }
+    pub fn fsw(&self) -> u16 {
+        self.get16(Self::FSW)
+    }
+    pub fn mxcsr(&self) -> u32 {
+        self.get32(Self::MXCSR)
+    }
+    /// XMM register `i` (0..16) as little-endian bytes.
+    pub fn xmm(&self, i: usize) -> [u8; 16] {
+        let o = Self::XMM0 + 16 * i;
+        let mut r = [0; 16];
+        r.copy_from_slice(&self.0[o..o + 16]);
+        r
+    }
+    pub fn set_xmm(&mut self, i: usize, v: [u8; 16]) {
+        let o = Self::XMM0 + 16 * i;
+        self.0[o..o + 16].copy_from_slice(&v);
+    }
+    /// The 80-bit register in physical slot ST(`i`) relative to TOP, as stored (16 bytes).
+    pub fn st(&self, i: usize) -> [u8; 10] {
+        let o = Self::ST0 + 16 * i;
+        let mut r = [0; 10];
+        r.copy_from_slice(&self.0[o..o + 10]);
+        r
+    }
+}
+
+impl std::fmt::Debug for FxArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FxArea {{ fcw: {:#x}, fsw: {:#x}, mxcsr: {:#x} }}",
+            self.fcw(),
+            self.fsw(),
+            self.mxcsr()
+        )
+    }
+}
+
+/// The x87 last-instruction and last-operand pointers (SDM Vol. 1, 8.1.8 and 8.1.9), tracked in
+/// software: the host CPU would record the stub's and the bounce buffer's host addresses.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct X87Pointers {
+    /// Offset in CS of the last non-control x87 instruction.
+    pub fip: u64,
+    /// Offset of its memory operand.
+    pub fdp: u64,
+    pub fcs: u16,
+    pub fds: u16,
+    /// 11-bit opcode: low 3 bits of the first opcode byte, then the ModR/M byte.
+    pub fop: u16,
+}
+
 /// The processor mode that a translation depends on. Part of the block key: a block lifted for
 /// one mode is never run in another.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -227,6 +332,14 @@ pub struct CpuState {
     /// block) is valid only within one generation.
     pub tlb_generation: u64,
     pub tlb: SoftTlb,
+    /// x87/MMX/SSE registers, run by the native-step engine (`crate::native_step`).
+    pub fx: FxArea,
+    pub x87_ptr: X87Pointers,
+    /// Why a helper stopped the VM (with `Exception::stop()`): reported as
+    /// `StopReason::Unsupported`.
+    pub stop_what: &'static str,
+    /// Instructions run by the native-step engine (for `--stats`).
+    pub native_steps: u64,
 }
 
 impl Default for CpuState {
@@ -268,6 +381,10 @@ impl CpuState {
             code_modified: false,
             tlb_generation: 0,
             tlb: SoftTlb::new(),
+            fx: FxArea::init(crate::native_step::guest_mxcsr_mask()),
+            x87_ptr: X87Pointers::default(),
+            stop_what: "",
+            native_steps: 0,
         }
     }
 

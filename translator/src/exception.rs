@@ -20,6 +20,10 @@ pub mod vector {
     pub const AC: u8 = 17;
     pub const MC: u8 = 18;
     pub const XM: u8 = 19;
+    /// Not a CPU vector: a helper met something the translator cannot run and stopped the VM
+    /// (the reason is in `CpuState::stop_what`). Never delivered to the guest: both tiers turn
+    /// it into `StopReason::Unsupported` (`interp::helper_exit`).
+    pub const STOP: u8 = 0xff;
 }
 
 /// A guest exception about to be delivered through the IDT.
@@ -66,6 +70,10 @@ impl Exception {
     }
     pub const fn nm() -> Self {
         Self::new(vector::NM)
+    }
+    /// The pseudo-exception of a helper that stops the VM (`vector::STOP`).
+    pub const fn stop() -> Self {
+        Self::new(vector::STOP)
     }
     /// #PF with its error code (SDM Vol. 3, 4.7) and the faulting linear address.
     pub const fn pf(addr: u64, code: u32) -> Self {

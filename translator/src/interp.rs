@@ -252,7 +252,10 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
                 };
                 match (h.f)(cpu, env, &args) {
                     Ok(v) => t[d as usize] = v,
-                    Err(e) => fault!(e),
+                    Err(e) => {
+                        cpu.rip = rip;
+                        return helper_exit(cpu, e);
+                    }
                 }
             }
             Op::Jmp { target } => {
@@ -301,6 +304,16 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
     // Blocks always end in a terminator; reaching here means the lifter broke that rule.
     cpu.rip = rip;
     BlockExit::Stop(StopReason::Unsupported("block without terminator"))
+}
+
+/// How a block ends when a helper failed: a guest exception, or a stop when the helper could not
+/// run the instruction (`Exception::stop()`, reason in `cpu.stop_what`).
+pub fn helper_exit(cpu: &CpuState, e: Exception) -> BlockExit {
+    if e.vector == crate::exception::vector::STOP {
+        BlockExit::Stop(StopReason::Unsupported(cpu.stop_what))
+    } else {
+        BlockExit::Raise(e)
+    }
 }
 
 /// Segment-limit and canonical faults on stack accesses are #SS, not #GP (SDM Vol. 3, 6.15).

@@ -18,6 +18,7 @@ pub mod interp;
 pub mod ir;
 pub mod jit;
 pub mod lift;
+pub mod native_step;
 pub mod scan;
 pub mod stats;
 pub mod tlb;

@@ -72,13 +72,8 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
                 counts.callouts += 1;
             }
             Class::NativeStep => {
-                lifter.ops.push(Op::Insn {
-                    idx,
-                    rip: insn.ip(),
-                });
-                lifter.end(Op::Unsupported {
-                    what: "x87/SSE instruction (native-step engine not built yet)",
-                });
+                lifter.native_step(idx, &insn, crate::native_step::NATIVE_STEP);
+                counts.native_steps += 1;
             }
             Class::Unsupported => {
                 lifter.ops.push(Op::Insn {

@@ -10,6 +10,8 @@ pub struct Stats {
     pub insns_lifted: u64,
     pub insns_callout: u64,
     pub helper_calls_lifted: u64,
+    /// Instructions translated into native-step helper calls (x87/MMX/SSE).
+    pub insns_native_step: u64,
     pub blocks_run: u64,
     pub chained: u64,
     pub jump_cache_hits: u64,
@@ -31,6 +33,7 @@ impl Stats {
         self.insns_lifted += b.counts.lifted as u64;
         self.insns_callout += b.counts.callouts as u64;
         self.helper_calls_lifted += b.counts.helpers as u64;
+        self.insns_native_step += b.counts.native_steps as u64;
         self.translate_time += took;
     }
 

@@ -5,6 +5,7 @@
 use btvisor_translator::cpu::{cr, CpuState};
 
 /// CR4 bits a guest may set: those whose features CPUID reports and the runtime honours.
+/// Not OSXSAVE: the native-step engine runs only legacy x87/SSE state (no XSAVE, no AVX).
 pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
     | (1 << 3) // DE
     | cr::CR4_PSE
@@ -16,11 +17,11 @@ pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
     | cr::CR4_OSXMMEXCPT
     | cr::CR4_UMIP
     | cr::CR4_FSGSBASE
-    | cr::CR4_OSXSAVE
     | cr::CR4_SMEP;
 
-/// XCR0 components: x87, SSE, AVX.
-pub const XCR0_SUPPORTED: u64 = 0x7;
+/// XCR0 components: x87 and SSE. Unreachable while CR4.OSXSAVE cannot be set (XGETBV/XSETBV
+/// raise #UD), kept for when XSAVE/AVX support arrives.
+pub const XCR0_SUPPORTED: u64 = 0x3;
 
 /// "btvisorbtvis" in EBX, ECX, EDX of leaf 0x40000000.
 const SIGNATURE: [u32; 3] = [
@@ -35,7 +36,7 @@ fn host(leaf: u32, sub: u32) -> [u32; 4] {
 }
 
 /// The guest's view of one leaf.
-pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
+pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
     let max_basic = host(0, 0)[0].min(0xd);
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     match leaf {
@@ -48,22 +49,25 @@ pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             // EBX: APIC ID 0, one logical processor, CLFLUSH size kept.
             r[1] &= 0x0000_ffff;
             r[1] |= 1 << 16;
-            // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), PDCM(15), PCID(17),
-            // x2APIC(21), TSC-deadline(24), and set the hypervisor bit (31). OSXSAVE mirrors CR4.
+            // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), FMA(12), PDCM(15),
+            // PCID(17), x2APIC(21), TSC-deadline(24), XSAVE(26), OSXSAVE(27), AVX(28), F16C(29),
+            // and set the hypervisor bit (31). No XSAVE/AVX: the native-step engine runs legacy
+            // x87/SSE only (ARCHITECTURE.md, known limits).
             r[2] &= !((1 << 3)
                 | (1 << 5)
                 | (1 << 6)
                 | (1 << 7)
                 | (1 << 8)
+                | (1 << 12)
                 | (1 << 15)
                 | (1 << 17)
                 | (1 << 21)
                 | (1 << 24)
-                | (1 << 27));
+                | (1 << 26)
+                | (1 << 27)
+                | (1 << 28)
+                | (1 << 29));
             r[2] |= 1 << 31;
-            if cpu.cr4 & cr::CR4_OSXSAVE != 0 {
-                r[2] |= 1 << 27;
-            }
             // EDX: no local APIC yet (9), no ACPI thermal (22), no TM (29), no PBE (31), no HTT (28).
             r[3] &= !((1 << 9) | (1 << 22) | (1 << 28) | (1 << 29) | (1 << 31));
             r
@@ -71,25 +75,16 @@ pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
         7 if sub == 0 => {
             let mut r = host(7, 0);
             r[0] = 0;
-            // EBX: keep FSGSBASE(0), BMI1(3), AVX2(5), SMEP(7), BMI2(8), ERMS(9); drop the rest.
-            r[1] &= (1 << 0) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9);
+            // EBX: keep FSGSBASE(0), BMI1(3), SMEP(7), BMI2(8), ERMS(9); drop the rest (AVX2,
+            // AVX-512 and the other XSAVE-managed features among them).
+            r[1] &= (1 << 0) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9);
             // ECX: keep UMIP(2) only; EDX: nothing.
             r[2] &= 1 << 2;
             r[3] = 0;
             r
         }
-        0xd => {
-            let mut r = host(0xd, sub);
-            if sub == 0 {
-                r[0] &= XCR0_SUPPORTED as u32;
-                r[3] = 0;
-            } else if sub == 1 {
-                r[0] &= 1; // XSAVEOPT only
-            } else if sub > 2 {
-                r = [0; 4];
-            }
-            r
-        }
+        // XSAVE state enumeration: nothing, as CPUID.1:ECX.XSAVE is clear (SDM Vol. 1, 13.2).
+        0xd => [0; 4],
         2..=0xc if leaf <= max_basic => {
             if matches!(leaf, 2 | 4) {
                 host(leaf, sub)

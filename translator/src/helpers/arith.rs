@@ -28,7 +28,14 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     // Rotates keep SF/ZF/AF/PF and RCL/RCR read CF: only they need the current flags, which
     // are lazy and cost a full evaluation.
     let m_ = x.insn.mnemonic();
-    let old = if matches!(m_, Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr) { arith(cpu) } else { 0 };
+    let old = if matches!(
+        m_,
+        Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr
+    ) {
+        arith(cpu)
+    } else {
+        0
+    };
     let cf_in = old & CF;
     let (r, mut f) = match m_ {
         Mnemonic::Shl | Mnemonic::Sal => {

@@ -255,7 +255,7 @@ pub fn run_compiled(
         exit::NEXT => BlockExit::Next { slot: None },
         exit::SLOT0 => BlockExit::Next { slot: Some(0) },
         exit::SLOT1 => BlockExit::Next { slot: Some(1) },
-        exit::FAULT => BlockExit::Raise(ctx.exc),
+        exit::FAULT => crate::interp::helper_exit(cpu, ctx.exc),
         exit::OP => finish_at_op(cpu, ctx.env, blk, (r >> 8) as usize),
         _ => unreachable!("bad exit code {r:#x} from compiled block"),
     }

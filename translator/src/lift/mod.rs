@@ -61,6 +61,27 @@ impl Lifter {
         r
     }
 
+    /// An instruction run by the native-step engine: one helper call, which raises every
+    /// exception itself and writes registers only when nothing can fault any more.
+    pub fn native_step(&mut self, idx: u16, insn: &Instruction, h: Helper) {
+        self.ntemp = 0;
+        self.ea = None;
+        self.ops.push(Op::Insn {
+            idx,
+            rip: insn.ip(),
+        });
+        let z = self.konst(0);
+        let d = self.tmp();
+        self.ops.push(Op::Call {
+            h,
+            sz: 0,
+            d,
+            a: z,
+            b: z,
+            c: z,
+        });
+    }
+
     fn lift_inner(&mut self, insn: &Instruction) -> Result<(), LiftError> {
         use Mnemonic::*;
         match insn.mnemonic() {
@@ -438,6 +459,12 @@ impl Lifter {
             Code::Enterw_imm16_imm8 | Code::Leavew => return 2,
             Code::Enterd_imm16_imm8 | Code::Leaved => return 4,
             Code::Enterq_imm16_imm8 | Code::Leaveq => return 8,
+            // RET imm16: the increment is the operand size plus imm16 (`ret 4` in 32-bit code
+            // moves ESP by 8), but the return address popped has the operand size (SDM Vol. 2,
+            // RET, "Operation": EIP <- Pop(); then ESP <- ESP + SRC).
+            Code::Retnw | Code::Retnw_imm16 => return 2,
+            Code::Retnd | Code::Retnd_imm16 => return 4,
+            Code::Retnq | Code::Retnq_imm16 => return 8,
             _ => {}
         }
         match insn.stack_pointer_increment() {

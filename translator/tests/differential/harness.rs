@@ -58,7 +58,7 @@ pub fn mask(sz: u32) -> u64 {
     }
 }
 
-fn hash(s: &str) -> u64 {
+pub fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
@@ -153,7 +153,7 @@ fn rand_reg(rng: &mut Rng, sz: u32) -> Register {
 }
 
 /// (index into the 16 GPRs, bit shift of the low byte: 8 for AH..BH).
-fn reg_slot(r: Register) -> (usize, u32) {
+pub fn reg_slot(r: Register) -> (usize, u32) {
     match r {
         Register::AH => (0, 8),
         Register::CH => (1, 8),
@@ -166,12 +166,12 @@ fn reg_slot(r: Register) -> (usize, u32) {
     }
 }
 
-fn read_reg(g: &[u64; 16], r: Register) -> u64 {
+pub fn read_reg(g: &[u64; 16], r: Register) -> u64 {
     let (i, sh) = reg_slot(r);
     (g[i] >> sh) & mask(r.size() as u32)
 }
 
-fn write_low(g: &mut [u64; 16], r: Register, v: u64) {
+pub fn write_low(g: &mut [u64; 16], r: Register, v: u64) {
     let (i, sh) = reg_slot(r);
     let m = mask(r.size() as u32) << sh;
     g[i] = (g[i] & !m) | ((v << sh) & m);
@@ -179,14 +179,14 @@ fn write_low(g: &mut [u64; 16], r: Register, v: u64) {
 
 // ---------------------------------------------------------------- operands
 
-enum Opnd {
+pub enum Opnd {
     R(Register),
     M(MemoryOperand),
     I(i32),
     U64(u64),
 }
 
-fn build(code: Code, ops: &[Opnd]) -> Option<Instruction> {
+pub fn build(code: Code, ops: &[Opnd]) -> Option<Instruction> {
     use Opnd::*;
     let r = match ops {
         [] => Ok(Instruction::with(code)),
@@ -767,13 +767,13 @@ impl Ctx {
     }
 }
 
-fn code_mem_size(code: Code) -> u64 {
+pub fn code_mem_size(code: Code) -> u64 {
     let mut i = Instruction::with(code);
     i.set_code(code);
     i.memory_size().size() as u64
 }
 
-fn count_value(rng: &mut Rng) -> u64 {
+pub fn count_value(rng: &mut Rng) -> u64 {
     if rng.chance(1, 2) {
         [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65][rng.below(16) as usize]
     } else {
@@ -830,12 +830,12 @@ fn addr_size(insn: &Instruction) -> u32 {
     8
 }
 
-fn sext(v: u64, sz: u32) -> i64 {
+pub fn sext(v: u64, sz: u32) -> i64 {
     let sh = 64 - sz * 8;
     ((v << sh) as i64) >> sh
 }
 
-fn op_size(insn: &Instruction, i: u32) -> u32 {
+pub fn op_size(insn: &Instruction, i: u32) -> u32 {
     match insn.op_kind(i) {
         OpKind::Register => insn.op_register(i).size() as u32,
         OpKind::Memory => insn.memory_size().size() as u32,
@@ -870,7 +870,7 @@ pub struct Undefined {
 
 /// What the SDM leaves undefined for this instruction with these inputs (SDM Vol. 2, each
 /// instruction's "Flags Affected"; Vol. 1, Appendix A).
-fn undefined(insn: &Instruction, g: &[u64; 16]) -> Undefined {
+pub fn undefined(insn: &Instruction, g: &[u64; 16]) -> Undefined {
     use Mnemonic::*;
     let m = insn.mnemonic();
     let sz = if insn.op_count() > 0 {
@@ -923,6 +923,10 @@ fn undefined(insn: &Instruction, g: &[u64; 16]) -> Undefined {
         Bt | Bts | Btr | Btc => OF | SF | AF | PF,
         Bsf | Bsr => CF | OF | SF | AF | PF,
         Tzcnt | Lzcnt => OF | SF | AF | PF,
+        // The legacy BCD instructions (32-bit code only; SDM Vol. 2, "Flags Affected").
+        Daa | Das => OF,
+        Aaa | Aas => OF | SF | ZF | PF,
+        Aam | Aad => OF | AF | CF,
         _ => 0,
     };
     Undefined {
@@ -932,7 +936,7 @@ fn undefined(insn: &Instruction, g: &[u64; 16]) -> Undefined {
 }
 
 /// #DE exactly when the quotient does not fit or the divisor is zero (SDM Vol. 2, DIV/IDIV).
-fn div_faults(insn: &Instruction, g: &[u64; 16], divisor: u64) -> bool {
+pub fn div_faults(insn: &Instruction, g: &[u64; 16], divisor: u64) -> bool {
     let sz = op_size(insn, 0);
     let bits = sz * 8;
     let d = divisor & mask(sz);
@@ -986,7 +990,7 @@ fn regs_str(g: &[u64; 16]) -> String {
         .join(" ")
 }
 
-fn flags_str(f: u64) -> String {
+pub fn flags_str(f: u64) -> String {
     let mut s = format!("{f:#x} [");
     for (b, n) in [
         (OF, "O"),

@@ -177,6 +177,43 @@ pub fn cpu64() -> CpuState {
     cpu
 }
 
+/// A 32-bit protected mode, CPL 3 vCPU with paging and flat segments (what a Linux i386
+/// process runs in; the attributes match runtime/src/loader/multiboot.rs `setup_cpu` with DPL 3):
+/// CS has D=1 and L=0, EFER has no LMA, so the translator lifts with `code_bits == 32`.
+#[allow(dead_code)]
+pub fn cpu32() -> CpuState {
+    let mut cpu = CpuState::new();
+    cpu.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_PG;
+    cpu.cr4 = 0;
+    cpu.efer = 0;
+    let data = Segment {
+        selector: 0x2b,
+        attrs: 0x3
+            | Segment::ATTR_S
+            | Segment::ATTR_P
+            | (3 << 5)
+            | Segment::ATTR_DB
+            | Segment::ATTR_G,
+        limit: 0xffff_ffff,
+        base: 0,
+    };
+    for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
+        cpu.seg[s as usize] = data;
+    }
+    cpu.seg[Seg::Cs as usize] = Segment {
+        selector: 0x23,
+        attrs: 0xb
+            | Segment::ATTR_S
+            | Segment::ATTR_P
+            | (3 << 5)
+            | Segment::ATTR_DB
+            | Segment::ATTR_G,
+        limit: 0xffff_ffff,
+        base: 0,
+    };
+    cpu
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransExit {
     /// RIP reached this stop address.
