@@ -94,8 +94,8 @@ pub fn classify(insn: &Instruction) -> Class {
         | Cmc | Cld | Std | Lahf | Sahf | Nop | Pause | Movsb | Movsw | Movsd | Movsq | Stosb
         | Stosw | Stosd | Stosq | Lodsb | Lodsw | Lodsd | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq
         | Scasb | Scasw | Scasd | Scasq | Xlatb | Daa | Das | Aaa | Aas | Aam | Aad | Salc
-        | Bound | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2
-        | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Class::Lift,
+        | Bound | Arpl | Lfence | Sfence | Mfence | Prefetchnta | Prefetcht0 | Prefetcht1
+        | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 | Clflush | Clflushopt | Clwb => Class::Lift,
         // ---- callouts ----
         Pushf | Pushfd | Pushfq => c(K::Pushf),
         Popf | Popfd | Popfq => c(K::Popf),

@@ -72,3 +72,19 @@ pub const CMPXCHG_WIDE: Helper = Helper {
     name: "cmpxchg_wide",
     f: cmpxchg_wide,
 };
+
+/// ARPL: `a` destination selector, `b` source selector (SDM Vol. 2, ARPL).
+fn arpl(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
+    let f = arith(cpu);
+    if x.a & 3 < x.b & 3 {
+        set_arith(cpu, f | ZF);
+        Ok((x.a & !3) | (x.b & 3))
+    } else {
+        set_arith(cpu, f & !ZF);
+        Ok(x.a)
+    }
+}
+pub const ARPL: Helper = Helper {
+    name: "arpl",
+    f: arpl,
+};

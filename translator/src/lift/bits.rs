@@ -3,7 +3,7 @@
 use super::{LiftError, Lifter};
 use crate::cpu::rflags::DF;
 use crate::helpers::arith::SCAN;
-use crate::helpers::flagops::{FLAG_OP, SET_CF};
+use crate::helpers::flagops::{ARPL, FLAG_OP, SET_CF};
 use crate::ir::{BinOp, Op};
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -85,4 +85,14 @@ pub fn flag_ops(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
         }
     }
     Ok(())
+}
+
+/// ARPL r/m16, r16 (protected mode only; in 64-bit mode the opcode is MOVSXD): raise the
+/// destination selector's RPL to the source's, ZF tells whether it changed.
+pub fn arpl(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
+    let dst = l.read_op(insn, 0)?;
+    let src = l.read_op(insn, 1)?;
+    l.probe_write(insn, 0, dst)?;
+    let r = l.call(ARPL, 2, dst, src, src);
+    l.write_op(insn, 0, r)
 }

@@ -92,6 +92,7 @@ impl Lifter {
             Mul | Imul | Div | Idiv => alu::muldiv(self, insn),
             Daa | Das | Aaa | Aas | Aam | Aad | Salc => alu::bcd(self, insn),
             Bound => alu::bound(self, insn),
+            Arpl => bits::arpl(self, insn),
             Bt | Bts | Btr | Btc => bits::bit_test(self, insn),
             Bsf | Bsr | Tzcnt | Lzcnt | Popcnt | Bswap => bits::scan(self, insn),
             Clc | Stc | Cmc | Cld | Std | Lahf | Sahf => bits::flag_ops(self, insn),
