@@ -53,6 +53,14 @@ pub struct Block {
 }
 
 impl Block {
+    /// Whether any memory access of the block carries segment limit/type checks; such blocks
+    /// stay in the interpreter (tier 1 does not implement the checks).
+    pub fn has_segment_checks(&self) -> bool {
+        self.ops.iter().any(|op| {
+            matches!(op, crate::ir::Op::Load { flags, .. } | crate::ir::Op::Store { flags, .. } if flags & crate::ir::mem::CHECK != 0)
+        })
+    }
+
     pub fn end_rip(&self) -> u64 {
         self.insns
             .last()

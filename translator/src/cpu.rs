@@ -76,6 +76,18 @@ impl Segment {
     pub fn typ(&self) -> u8 {
         (self.attrs & 0xf) as u8
     }
+    /// Whether data accesses through this segment can fault on limit or type (a usable data
+    /// segment that is not writable, expand-up and 4 GiB long). Code segments are checked
+    /// only when used for data, which the lifter flags per access.
+    pub fn needs_checks(&self) -> bool {
+        if !self.present() || self.typ() & 8 != 0 {
+            return false;
+        }
+        let writable = self.typ() & 2 != 0;
+        let expand_down = self.typ() & 4 != 0;
+        !writable || expand_down || self.limit != 0xffff_ffff
+    }
+
     /// A flat 32-bit segment as loaded in real/protected mode boot (base 0, limit 4 GiB).
     pub fn flat(selector: u16, typ: u8, dpl: u8, db: bool) -> Segment {
         let mut attrs =
@@ -291,6 +303,10 @@ pub struct Mode {
     pub paging: bool,
     /// 16, 32 or 64: the stack-pointer width (SS.B, or 64 in 64-bit mode).
     pub stack_bits: u8,
+    /// Some segment register needs limit or type checks on data accesses (a limit below
+    /// 4 GiB, expand-down, read-only). Flat guests run without them; translations made with
+    /// checks are never reused without (SDM Vol. 3, 5.3 and 5.5).
+    pub seg_checks: bool,
 }
 
 /// `CpuState::exit_request` bit: interrupts just became enabled; let the run loop look for a
@@ -424,6 +440,7 @@ impl CpuState {
             cpl: self.cpl(),
             paging: self.cr0 & cr::CR0_PG != 0,
             stack_bits,
+            seg_checks: code_bits != 64 && self.seg.iter().any(|s| s.needs_checks()),
         }
     }
 

@@ -178,7 +178,7 @@ impl Translator {
         if !hot || !block.valid.get() {
             return None;
         }
-        if block.counts.lifted == 0 {
+        if block.counts.lifted == 0 || block.has_segment_checks() {
             block.jit.set(JitSlot::Interpreted);
             return None;
         }

@@ -72,6 +72,43 @@ pub fn linear(cpu: &CpuState, seg: u8, off: u64, flags: u8) -> Result<u64, Excep
     })
 }
 
+/// Limit and type checks of a data access through a segment (SDM Vol. 3, 5.3 and 5.5): writes
+/// need a writable data segment, reads a data or readable code segment; the whole access must
+/// lie within the limit (above it for expand-down segments). Stack-segment violations are #SS.
+#[cold]
+pub fn check_segment(
+    cpu: &CpuState,
+    seg: u8,
+    off: u64,
+    sz: u8,
+    write: bool,
+    flags: u8,
+) -> Result<(), Exception> {
+    let s = &cpu.seg[seg as usize];
+    let typ = s.typ();
+    let code = typ & 8 != 0;
+    if (write && (code || typ & 2 == 0)) || (!write && code && typ & 2 == 0) {
+        return Err(Exception::gp(0));
+    }
+    let limit_fault = if flags & mem::STACK != 0 || seg == Seg::Ss as u8 {
+        Exception::ss(0)
+    } else {
+        Exception::gp(0)
+    };
+    let last = off + sz as u64 - 1;
+    let ok = if !code && typ & 4 != 0 {
+        let upper = if s.big() { 0xffff_ffff } else { 0xffff };
+        off > s.limit as u64 && last <= upper
+    } else {
+        last <= s.limit as u64
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(limit_fault)
+    }
+}
+
 /// Read guest memory: soft-TLB fast path, else the runtime's slow path.
 #[inline(always)]
 pub fn read_mem(
@@ -216,6 +253,11 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
                 sz,
                 flags,
             } => {
+                if flags & mem::CHECK != 0 {
+                    if let Err(e) = check_segment(cpu, seg, t[a as usize], sz, false, flags) {
+                        fault!(e);
+                    }
+                }
                 let lin = match linear(cpu, seg, t[a as usize], flags) {
                     Ok(l) => l,
                     Err(e) => fault!(stack_fault(e, flags)),
@@ -232,6 +274,11 @@ pub fn run_block(cpu: &mut CpuState, env: &mut dyn Env, blk: &Block) -> BlockExi
                 sz,
                 flags,
             } => {
+                if flags & mem::CHECK != 0 {
+                    if let Err(e) = check_segment(cpu, seg, t[a as usize], sz, true, flags) {
+                        fault!(e);
+                    }
+                }
                 let lin = match linear(cpu, seg, t[a as usize], flags) {
                     Ok(l) => l,
                     Err(e) => fault!(stack_fault(e, flags)),

@@ -70,6 +70,9 @@ pub mod mem {
     pub const WRAP32: u8 = 1;
     /// The access is a stack access (#SS instead of #GP for segment faults).
     pub const STACK: u8 = 2;
+    /// Check the segment's limit and type (segmented protected-mode code, or a write through
+    /// a CS override).
+    pub const CHECK: u8 = 4;
 }
 
 #[derive(Copy, Clone, Debug)]

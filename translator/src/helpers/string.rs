@@ -9,7 +9,7 @@ use crate::cpu::{reg, rflags::DF, CpuState, Seg};
 use crate::env::Env;
 use crate::exception::Exception;
 use crate::flags::{size_mask, CcOp, LazyFlags};
-use crate::interp::{get_reg, read_mem, set_reg, write_mem};
+use crate::interp::{check_segment, get_reg, read_mem, set_reg, write_mem};
 use crate::ir::{Helper, HelperArgs};
 use iced_x86::{Mnemonic, Register};
 
@@ -66,6 +66,42 @@ fn string(cpu: &mut CpuState, env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
         let rdi = get_reg(cpu, reg::RDI, asz);
         let src = lin(seg_base(cpu, src_seg), rsi);
         let dst = lin(seg_base(cpu, Seg::Es), rdi);
+        if mode.seg_checks {
+            // Segmented protected mode: limit and type of the source (reads) and of ES
+            // (MOVS/STOS write it, CMPS/SCAS read it) (SDM Vol. 3, 5.3).
+            let reads_src = !matches!(
+                m,
+                Mnemonic::Stosb
+                    | Mnemonic::Stosw
+                    | Mnemonic::Stosd
+                    | Mnemonic::Stosq
+                    | Mnemonic::Scasb
+                    | Mnemonic::Scasw
+                    | Mnemonic::Scasd
+                    | Mnemonic::Scasq
+            );
+            let uses_dst = !matches!(
+                m,
+                Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq
+            );
+            let writes_dst = matches!(
+                m,
+                Mnemonic::Movsb
+                    | Mnemonic::Movsw
+                    | Mnemonic::Movsd
+                    | Mnemonic::Movsq
+                    | Mnemonic::Stosb
+                    | Mnemonic::Stosw
+                    | Mnemonic::Stosd
+                    | Mnemonic::Stosq
+            );
+            if reads_src {
+                check_segment(cpu, src_seg as u8, rsi, sz, false, 0)?;
+            }
+            if uses_dst {
+                check_segment(cpu, Seg::Es as u8, rdi, sz, writes_dst, 0)?;
+            }
+        }
         let mut cmp: Option<(u64, u64)> = None;
         match m {
             Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => {

@@ -176,6 +176,9 @@ impl Jit {
 
     /// Compile `blk`. Errors (Cranelift refusing the function) leave the block interpreted.
     pub fn compile(&mut self, blk: &Block) -> Result<JitCode, String> {
+        if blk.has_segment_checks() {
+            return Err("segment limit/type checks are interpreted only".into());
+        }
         if self.module.is_none() {
             self.module = Some(self.make_module()?);
         }

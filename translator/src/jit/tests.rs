@@ -212,6 +212,7 @@ fn mode64(cpl: u8) -> Mode {
         cpl,
         paging: true,
         stack_bits: 64,
+        seg_checks: false,
     }
 }
 
@@ -221,6 +222,7 @@ fn mode32() -> Mode {
         cpl: 0,
         paging: false,
         stack_bits: 32,
+        seg_checks: false,
     }
 }
 

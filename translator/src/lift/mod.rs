@@ -306,9 +306,20 @@ impl Lifter {
         }
     }
 
+    /// Segment checks for an access through `seg`: whenever the mode has non-flat segments,
+    /// and always for writes through CS (code segments are never writable).
+    fn check_flag(&self, seg: u8, write: bool) -> u8 {
+        if seg != NO_SEG && (self.mode.seg_checks || (write && seg == Seg::Cs as u8)) {
+            mem::CHECK
+        } else {
+            0
+        }
+    }
+
     pub fn load(&mut self, seg: u8, a: T, sz: u8, stack: bool) -> T {
         let d = self.tmp();
-        let flags = self.mem_flags() | if stack { mem::STACK } else { 0 };
+        let flags =
+            self.mem_flags() | if stack { mem::STACK } else { 0 } | self.check_flag(seg, false);
         self.ops.push(Op::Load {
             d,
             seg,
@@ -320,7 +331,8 @@ impl Lifter {
     }
 
     pub fn store(&mut self, seg: u8, a: T, s: T, sz: u8, stack: bool) {
-        let flags = self.mem_flags() | if stack { mem::STACK } else { 0 };
+        let flags =
+            self.mem_flags() | if stack { mem::STACK } else { 0 } | self.check_flag(seg, true);
         self.ops.push(Op::Store {
             seg,
             a,
