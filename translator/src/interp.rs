@@ -371,6 +371,3 @@ pub(crate) fn stack_fault(e: Exception, flags: u8) -> Exception {
         e
     }
 }
-
-/// Segment used for an instruction's implicit stack accesses.
-pub const STACK_SEG: u8 = Seg::Ss as u8;

@@ -131,20 +131,6 @@ impl Memory {
         Ok(())
     }
 
-    /// Read `buf.len()` bytes at a linear address as a supervisor (implicit) access: descriptor
-    /// tables, the TSS.
-    pub fn read_bytes(
-        &self,
-        cpu: &mut CpuState,
-        lin: u64,
-        buf: &mut [u8],
-    ) -> Result<(), Exception> {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = self.read(cpu, lin.wrapping_add(i as u64), 1, false)? as u8;
-        }
-        Ok(())
-    }
-
     pub fn fetch(
         &self,
         cpu: &mut CpuState,

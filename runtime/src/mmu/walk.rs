@@ -83,7 +83,7 @@ pub fn translate(
     // whole walk succeeded.
     let mut path: [(u64, u64, bool); 4] = [(0, 0, false); 4];
     let mut depth = 0;
-    let (leaf_base, offset_mask, leaf_wide);
+    let (leaf_base, offset_mask);
     if cpu.cr4 & cr::CR4_PAE == 0 {
         // 32-bit paging: 4-byte entries, 10+10+12 bits.
         let lin = lin & 0xffff_ffff;
@@ -109,13 +109,12 @@ pub fn translate(
             leaf_base = pte & 0xffff_f000;
             offset_mask = 0xfff;
         }
-        leaf_wide = false;
     } else {
         // PAE and 4-level paging: 8-byte entries.
         let rsvd_nx = if nxe { 0 } else { NX };
         let rsvd_hi = !((1u64 << MAXPHYADDR) - 1) & !NX & ((1u64 << 52) - 1);
-        let (mut table, mut levels, first_shift) = if cpu.efer & cr::EFER_LMA != 0 {
-            (cpu.cr3 & phys_mask(), 4, 39)
+        let (mut table, first_shift) = if cpu.efer & cr::EFER_LMA != 0 {
+            (cpu.cr3 & phys_mask(), 39)
         } else {
             // PAE: the PDPTE is read at walk time rather than cached at CR3 load (a difference
             // only visible to guests that modify PDPTEs without reloading CR3).
@@ -127,7 +126,7 @@ pub fn translate(
             if pdpte & (rsvd_hi | 0x1e6) != 0 {
                 return Err(fault(true, true));
             }
-            (pdpte & phys_mask(), 2, 21)
+            (pdpte & phys_mask(), 21)
         };
         let mut shift = first_shift;
         loop {
@@ -142,7 +141,6 @@ pub fn translate(
             }
             path[depth] = (addr, e, true);
             depth += 1;
-            levels -= 1;
             if shift == 12 || (e & PS != 0 && (shift == 21 || shift == 30)) {
                 let size_mask = (1u64 << shift) - 1;
                 if shift > 12 && e & (size_mask & !0x1fff) != 0 {
@@ -155,11 +153,8 @@ pub fn translate(
             }
             table = e & phys_mask();
             shift -= 9;
-            let _ = levels;
         }
-        leaf_wide = true;
     }
-    let _ = leaf_wide;
 
     // Combine permissions across levels (SDM Vol. 3, 4.6).
     let entries = &path[..depth];
@@ -189,7 +184,7 @@ pub fn translate(
         return Err(fault(true, false));
     }
     // Set Accessed on every level and Dirty on the leaf for writes.
-    let (leaf_addr, leaf, wide) = entries[depth - 1];
+    let leaf = entries[depth - 1].1;
     for (i, &(addr, e, wide)) in entries.iter().enumerate() {
         let mut ne = e | A;
         if i == depth - 1 && write {
@@ -203,7 +198,6 @@ pub fn translate(
             }
         }
     }
-    let _ = (leaf_addr, wide);
     let dirty = leaf & D != 0 || write;
     let can_write = if acc.user {
         all_us && all_rw

@@ -27,9 +27,9 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
     }
     // Rotates keep SF/ZF/AF/PF and RCL/RCR read CF: only they need the current flags, which
     // are lazy and cost a full evaluation.
-    let m_ = x.insn.mnemonic();
+    let mn = x.insn.mnemonic();
     let old = if matches!(
-        m_,
+        mn,
         Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Rcl | Mnemonic::Rcr
     ) {
         arith(cpu)
@@ -37,7 +37,7 @@ fn shift(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, 
         0
     };
     let cf_in = old & CF;
-    let (r, mut f) = match m_ {
+    let (r, mut f) = match mn {
         Mnemonic::Shl | Mnemonic::Sal => {
             let r = if count >= bits { 0 } else { (a << count) & m };
             let cf = if count > bits {
@@ -335,7 +335,6 @@ fn bcd(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Ex
         }
         Mnemonic::Aaa | Mnemonic::Aas => {
             // AX + 106H / AX - 6 then AH - 1: the carry or borrow out of AL reaches AH.
-            let _ = ah;
             let (nax, adj) = if (al & 0xf) > 9 || af {
                 let v = if x.insn.mnemonic() == Mnemonic::Aaa {
                     ax.wrapping_add(0x106)
