@@ -13,6 +13,9 @@
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
+#[allow(dead_code)]
+#[path = "differential/common.rs"]
+mod common;
 #[path = "differential/forms.rs"]
 mod forms;
 #[path = "differential/harness.rs"]
@@ -22,19 +25,9 @@ mod native;
 #[path = "differential/translated.rs"]
 mod translated;
 
-use forms::{all_forms, excluded, is_noop, lift_mnemonics, Form};
-use harness::Ctx;
+use forms::{all_forms, excluded, is_noop, lift_mnemonics};
+use harness::{coverage_report, run_family_forms, select, Ctx};
 use iced_x86::{Code, Mnemonic};
-use translated::{Backend, BACKENDS};
-
-const DEFAULT_CASES: u64 = 400;
-
-fn cases() -> u64 {
-    std::env::var("DIFF_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES)
-}
 
 /// The instruction families, one test each (they run in parallel).
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -73,79 +66,16 @@ fn m_is_jcc(m: Mnemonic) -> bool {
     )
 }
 
-fn forms_of(f: Family) -> Vec<Form> {
-    let filter = std::env::var("DIFF_FORM").ok();
-    all_forms()
-        .into_iter()
-        .filter(|form| family(form.mnemonic) == f)
-        .filter(|form| {
-            filter
-                .as_ref()
-                .map(|s| form.name.contains(s.as_str()))
-                .unwrap_or(true)
-        })
-        .collect()
-}
-
 fn run_family(f: Family) {
-    let forms = forms_of(f);
-    let n = cases();
+    let forms = select(all_forms(), |form| family(form.mnemonic) == f);
     let mut ctx = Ctx::new(0);
-    let mut total_cases = 0;
-    let mut total_de = 0;
-    let mut failed = vec![];
-    let start = std::time::Instant::now();
-    let only = std::env::var("DIFF_BACKEND").ok();
-    for &backend in BACKENDS {
-        if only
-            .as_ref()
-            .is_some_and(|b| !format!("{backend:?}").eq_ignore_ascii_case(b))
-        {
-            continue;
-        }
-        // Compiling every block costs far more than interpreting it: fewer cases for tier 1.
-        let n = if backend == Backend::Jit {
-            n.div_ceil(4)
-        } else {
-            n
-        };
-        let verbose = std::env::var("DIFF_VERBOSE").is_ok();
-        for form in &forms {
-            if verbose {
-                eprintln!("{}", form.name);
-            }
-            let r = ctx.run_form(backend, form, n);
-            total_cases += r.cases;
-            total_de += r.de;
-            if r.failures > 0 {
-                let mut s = format!(
-                    "=== {} [{backend:?}]: {} of {} cases differ\n",
-                    form.name, r.failures, r.cases
-                );
-                for rep in &r.reports {
-                    s.push_str(rep);
-                    s.push('\n');
-                }
-                failed.push(s);
-            }
-        }
-    }
-    println!(
-        "{f:?}: {} forms x {} backend(s), {total_cases} cases ({total_de} #DE cases checked without native run), {:.2?}",
-        forms.len(),
-        BACKENDS.len(),
-        start.elapsed()
+    run_family_forms(
+        &format!("{f:?}"),
+        "#DE",
+        &forms,
+        false,
+        |backend, form, n| ctx.run_form(backend, form, n),
     );
-    if !failed.is_empty() {
-        for s in &failed {
-            eprintln!("{s}");
-        }
-        panic!(
-            "{f:?}: {} of {} forms differ from the host CPU",
-            failed.len(),
-            forms.len()
-        );
-    }
 }
 
 #[test]
@@ -176,15 +106,9 @@ fn strings_stack_branches() {
 /// Every Lift-class mnemonic has at least one form here, or a stated reason why not.
 #[test]
 fn coverage() {
-    let forms = all_forms();
-    let covered: std::collections::HashSet<Mnemonic> = forms.iter().map(|f| f.mnemonic).collect();
-    let mut missing = vec![];
-    for m in lift_mnemonics() {
-        if covered.contains(&m) {
-            continue;
-        }
+    coverage_report("", &all_forms(), lift_mnemonics(), |m| {
         // The reason: the first code of that mnemonic and why it is excluded.
-        let why = Code::values()
+        Code::values()
             .filter(|c| c.mnemonic() == m)
             .filter_map(excluded)
             .next()
@@ -192,23 +116,6 @@ fn coverage() {
                 "no architectural effect"
             } else {
                 "?"
-            });
-        missing.push(format!("{m:?} ({why})"));
-    }
-    let codes: std::collections::HashSet<String> = forms
-        .iter()
-        .map(|f| f.name.split(' ').next().unwrap().to_string())
-        .collect();
-    println!(
-        "{} forms ({} encodings, {} mnemonics); Lift mnemonics not covered: {}",
-        forms.len(),
-        codes.len(),
-        covered.len(),
-        missing.join(", ")
-    );
-    let unexplained: Vec<_> = missing.iter().filter(|s| s.ends_with("(?)")).collect();
-    assert!(
-        unexplained.is_empty(),
-        "Lift mnemonics without forms: {unexplained:?}"
-    );
+            })
+    });
 }

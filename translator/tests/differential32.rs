@@ -23,6 +23,9 @@
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
 #[allow(dead_code)]
+#[path = "differential/common.rs"]
+mod common;
+#[allow(dead_code)]
 #[path = "differential/forms.rs"]
 mod forms;
 #[allow(dead_code)]
@@ -38,20 +41,12 @@ mod native32;
 #[path = "differential/translated.rs"]
 mod translated;
 
-use btvisor_translator::classify::{classify, Class};
+use forms::lift_mnemonics_where;
+use harness::{backends, coverage_report, run_family_forms, select};
 use harness32::{all_forms32, excluded32, Ctx32, Form32};
-use iced_x86::{Code, EncodingKind, Instruction, Mnemonic};
+use iced_x86::{Code, Mnemonic};
 use native32::Native32;
-use translated::{Backend, BACKENDS};
-
-const DEFAULT_CASES: u64 = 400;
-
-fn cases() -> u64 {
-    std::env::var("DIFF_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES)
-}
+use translated::Backend;
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 enum Family {
@@ -105,78 +100,17 @@ fn family(f: &Form32) -> Family {
 }
 
 fn run_family(f: Family) {
-    let filter = std::env::var("DIFF_FORM").ok();
-    let forms: Vec<Form32> = all_forms32()
-        .into_iter()
-        .filter(|form| family(form) == f)
-        .filter(|form| {
-            filter
-                .as_ref()
-                .map(|s| form.name.contains(s.as_str()))
-                .unwrap_or(true)
-        })
-        .collect();
-    let n = cases();
-    let only = std::env::var("DIFF_BACKEND").ok();
-    let verbose = std::env::var("DIFF_VERBOSE").is_ok();
+    let forms = select(all_forms32(), |form| family(form) == f);
     let guard = Native32::lock();
-    let native = guard.as_ref().unwrap();
-    let mut ctx = Ctx32::new(native);
-    let mut total_cases = 0;
-    let mut total_exc = 0;
-    let mut failed = vec![];
-    let start = std::time::Instant::now();
-    for &backend in BACKENDS {
-        if only
-            .as_ref()
-            .is_some_and(|b| !format!("{backend:?}").eq_ignore_ascii_case(b))
-        {
-            continue;
-        }
-        // Compiling every block costs far more than interpreting it: fewer cases for tier 1,
-        // except for the 32-bit-only instructions this suite exists for.
-        let n = if backend == Backend::Jit && f != Family::Legacy {
-            n.div_ceil(4)
-        } else {
-            n
-        };
-        for form in &forms {
-            if verbose {
-                eprintln!("{}", form.name);
-            }
-            let r = ctx.run_form(backend, form, n);
-            total_cases += r.cases;
-            total_exc += r.de;
-            if r.failures > 0 {
-                let mut s = format!(
-                    "=== {} [{backend:?}]: {} of {} cases differ\n",
-                    form.name, r.failures, r.cases
-                );
-                for rep in &r.reports {
-                    s.push_str(rep);
-                    s.push('\n');
-                }
-                failed.push(s);
-            }
-        }
-    }
-    println!(
-        "32-bit {f:?}: {} forms x {} backend(s), {total_cases} cases ({total_exc} #DE/#BR cases \
-         checked without native run), {:.2?}",
-        forms.len(),
-        BACKENDS.len(),
-        start.elapsed()
+    let mut ctx = Ctx32::new(guard.as_ref().unwrap());
+    // The 32-bit-only instructions, which this suite exists for, get every case on the JIT too.
+    run_family_forms(
+        &format!("32-bit {f:?}"),
+        "#DE/#BR",
+        &forms,
+        f == Family::Legacy,
+        |backend, form, n| ctx.run_form(backend, form, n),
     );
-    if !failed.is_empty() {
-        for s in &failed {
-            eprintln!("{s}");
-        }
-        panic!(
-            "32-bit {f:?}: {} of {} forms differ from the host CPU",
-            failed.len(),
-            forms.len()
-        );
-    }
 }
 
 #[test]
@@ -254,18 +188,11 @@ fn bcd_exhaustive32() {
         ));
     }
     forms.push((vec![0xd6], inputs(&mut rng, &[0x100])));
-    let only = std::env::var("DIFF_BACKEND").ok();
     let guard = Native32::lock();
     let mut ctx = Ctx32::new(guard.as_ref().unwrap());
     let start = std::time::Instant::now();
     let (mut total, mut exc, mut failed) = (0, 0, vec![]);
-    for &backend in BACKENDS {
-        if only
-            .as_ref()
-            .is_some_and(|b| !format!("{backend:?}").eq_ignore_ascii_case(b))
-        {
-            continue;
-        }
+    for backend in backends() {
         for (bytes, ins) in &forms {
             let ins: Vec<_> = if backend == Backend::Jit {
                 ins.iter().step_by(3).copied().collect()
@@ -298,49 +225,16 @@ fn bcd_exhaustive32() {
 /// the 32-bit-only ones must all be covered.
 #[test]
 fn coverage32() {
-    let forms = all_forms32();
-    let covered: std::collections::HashSet<Mnemonic> = forms.iter().map(|f| f.mnemonic).collect();
-    let mut missing = vec![];
-    let mut lift: Vec<Mnemonic> = Code::values()
-        .filter(|c| {
-            c.op_code().is_instruction()
-                && c.op_code().encoding() == EncodingKind::Legacy
-                && c.op_code().mode32()
-        })
-        .filter(|c| classify(&Instruction::with(*c)) == Class::Lift)
-        .map(|c| c.mnemonic())
-        .collect();
-    lift.sort_by_key(|m| *m as u32);
-    lift.dedup();
-    for m in lift {
-        if covered.contains(&m) {
-            continue;
-        }
+    let lift = lift_mnemonics_where(|c| c.op_code().mode32());
+    let codes = coverage_report("32-bit: ", &all_forms32(), lift, |m| {
         assert!(!legacy_only(m), "32-bit-only mnemonic {m:?} has no form");
-        let why = Code::values()
+        Code::values()
             .filter(|c| c.mnemonic() == m)
             .filter_map(excluded32)
             .next()
-            .unwrap_or("?");
-        missing.push(format!("{m:?} ({why})"));
-    }
-    let codes: std::collections::HashSet<String> = forms
-        .iter()
-        .map(|f| f.name.split(' ').next().unwrap().to_string())
-        .collect();
-    println!(
-        "32-bit: {} forms ({} encodings, {} mnemonics); Lift mnemonics not covered: {}",
-        forms.len(),
-        codes.len(),
-        covered.len(),
-        missing.join(", ")
-    );
+            .unwrap_or("?")
+    });
     for short in ["Inc_r16", "Inc_r32", "Dec_r16", "Dec_r32"] {
         assert!(codes.contains(short), "{short} has no form");
     }
-    let unexplained: Vec<_> = missing.iter().filter(|s| s.ends_with("(?)")).collect();
-    assert!(
-        unexplained.is_empty(),
-        "Lift mnemonics without forms: {unexplained:?}"
-    );
 }

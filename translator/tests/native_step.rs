@@ -10,6 +10,9 @@
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
+#[allow(dead_code)]
+#[path = "differential/common.rs"]
+mod common;
 #[path = "native_step/oracle.rs"]
 mod oracle;
 #[allow(dead_code)]
@@ -19,32 +22,23 @@ mod translated;
 use btvisor_translator::cpu::{cr, rflags, FxArea};
 use btvisor_translator::exception::{vector, Exception};
 use btvisor_translator::CpuState;
+use common::Rng;
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
-use oracle::{Oracle, DATA_SIZE};
-use translated::{cpu64, run_translated, Backend, Backends, TestEnv, TransExit, BACKENDS};
+use oracle::{with_jmp, Oracle, DATA_SIZE};
+use translated::{cpu32, cpu64, run_translated, Backend, Backends, TestEnv, TransExit, BACKENDS};
 
 use Register::{
     AX, EAX, EBX, ECX, EDI, ESI, ESP, MM0, MM1, R14, R8, RAX, RBX, RDI, RDX, RIP, RSI, ST0, ST1,
     ST2, ST3, XMM0, XMM1, XMM13, XMM15, XMM2, XMM3, XMM4, XMM5, XMM6, XMM7, XMM9, YMM0, YMM1, YMM2,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// A double biased to ordinary values (integers, fractions, signs), sometimes raw bits.
-    fn f64(&mut self) -> f64 {
-        match self.next() % 6 {
-            0 => f64::from_bits(self.next()),
-            1 => (self.next() % 2000) as f64 - 1000.0,
-            2 => 0.0,
-            _ => ((self.next() % 2_000_000) as f64 - 1_000_000.0) / 1024.0,
-        }
+/// A double biased to ordinary values (integers, fractions, signs), sometimes raw bits.
+fn rand_f64(rng: &mut Rng) -> f64 {
+    match rng.next() % 6 {
+        0 => f64::from_bits(rng.next()),
+        1 => (rng.next() % 2000) as f64 - 1000.0,
+        2 => 0.0,
+        _ => ((rng.next() % 2_000_000) as f64 - 1_000_000.0) / 1024.0,
     }
 }
 
@@ -87,7 +81,7 @@ fn random_input(rng: &mut Rng, o: &Oracle) -> Input {
     a.set16(FxArea::FSW, (top << 11) | (rng.next() as u16 & 0x3f));
     a.0[FxArea::FTW] = rng.next() as u8;
     for i in 0..8 {
-        let v = to_f80(rng.f64());
+        let v = to_f80(rand_f64(rng));
         a.0[FxArea::ST0 + 16 * i..FxArea::ST0 + 16 * i + 10].copy_from_slice(&v);
     }
     // MXCSR: every exception masked, random flags, rounding, FZ, DAZ.
@@ -97,7 +91,7 @@ fn random_input(rng: &mut Rng, o: &Oracle) -> Input {
         let mut x = [0u8; 16];
         for half in 0..2 {
             let v = if rng.next() % 2 == 0 {
-                rng.f64().to_bits()
+                rand_f64(rng).to_bits()
             } else {
                 rng.next()
             };
@@ -122,7 +116,7 @@ fn random_input(rng: &mut Rng, o: &Oracle) -> Input {
     let mut data = vec![0u8; DATA_SIZE];
     for c in data.chunks_mut(8) {
         let v = if rng.next() % 2 == 0 {
-            rng.f64().to_bits()
+            rand_f64(rng).to_bits()
         } else {
             rng.next() % 5000
         };
@@ -406,29 +400,6 @@ fn cases32() -> Vec<Case> {
     ]
 }
 
-/// A 32-bit protected-mode, CPL 3 vCPU with flat segments (CS.D=1, no EFER.LMA).
-fn cpu32() -> CpuState {
-    use btvisor_translator::cpu::{Seg, Segment};
-    let mut cpu = CpuState::new();
-    cpu.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_PG;
-    let flat = |selector, typ| Segment {
-        selector,
-        attrs: typ
-            | Segment::ATTR_S
-            | Segment::ATTR_P
-            | (3 << 5)
-            | Segment::ATTR_DB
-            | Segment::ATTR_G,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
-    for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
-        cpu.seg[s as usize] = flat(0x2b, 0x3);
-    }
-    cpu.seg[Seg::Cs as usize] = flat(0x23, 0xb);
-    cpu
-}
-
 /// The guest CPU for the tests: SSE enabled (CR4.OSFXSR/OSXMMEXCPT), CR0.MP set, EM/TS clear.
 fn guest(bits: u32, inp: &Input, rip: u64) -> CpuState {
     let mut cpu = if bits == 64 { cpu64() } else { cpu32() };
@@ -439,6 +410,17 @@ fn guest(bits: u32, inp: &Input, rip: u64) -> CpuState {
     cpu.set_rflags(inp.flags | rflags::FIXED1);
     cpu.rip = rip;
     cpu
+}
+
+/// The translated side's memory: `code` at the oracle's test address, a copy of the input data.
+fn test_env(o: &Oracle, code: Vec<u8>, inp: &Input) -> TestEnv {
+    TestEnv {
+        code_base: o.test_addr(),
+        code,
+        data_base: o.data_base(),
+        data: inp.data.clone(),
+        stray: None,
+    }
 }
 
 fn encode(insn: &Instruction, bits: u32, ip: u64) -> Vec<u8> {
@@ -479,28 +461,8 @@ fn run_case(
     let nat = unsafe { o.run(&inp.fx, &inp.gpr, inp.flags | 0x202) };
     let nat_data = o.data();
     // Translated.
-    let mut code = guest_bytes.clone();
-    let j = encode(
-        &Instruction::with_branch(
-            if bits == 64 {
-                Code::Jmp_rel32_64
-            } else {
-                Code::Jmp_rel32_32
-            },
-            o.end_addr(),
-        )
-        .unwrap(),
-        bits,
-        o.test_addr() + guest_bytes.len() as u64,
-    );
-    code.extend_from_slice(&j);
-    let mut env = TestEnv {
-        code_base: o.test_addr(),
-        code,
-        data_base: o.data_base(),
-        data: inp.data.clone(),
-        stray: None,
-    };
+    let code = with_jmp(&guest_bytes, bits, o.test_addr(), o.end_addr());
+    let mut env = test_env(o, code, &inp);
     let mut cpu = guest(bits, &inp, o.test_addr());
     let r = run_translated(backends, backend, &mut cpu, &mut env, &[o.end_addr()]);
     if r != TransExit::Reached(o.end_addr()) {
@@ -557,8 +519,9 @@ fn native_step_matches_host() {
         .collect();
     for &backend in BACKENDS {
         for (c, bits) in &all {
-            let mut rng =
-                Rng(c.name.len() as u64 * 7919 + c.name.bytes().map(u64::from).sum::<u64>());
+            let mut rng = Rng::with_state(
+                c.name.len() as u64 * 7919 + c.name.bytes().map(u64::from).sum::<u64>(),
+            );
             let n = if backend == Backend::Jit {
                 n_cases().div_ceil(4)
             } else {
@@ -587,23 +550,16 @@ fn run_one(
     setup: impl Fn(&mut CpuState),
 ) -> (TransExit, CpuState, CpuState, TestEnv, Vec<u8>) {
     let o = Oracle::new();
-    let mut rng = Rng(42);
+    let mut rng = Rng::with_state(42);
     let mut inp = random_input(&mut rng, &o);
     inp.data[BAD_MXCSR..BAD_MXCSR + 4].copy_from_slice(&[0xff; 4]);
-    let mut code = encode(insn, 64, o.test_addr());
-    let j = encode(
-        &Instruction::with_branch(Code::Jmp_rel32_64, o.end_addr()).unwrap(),
+    let code = with_jmp(
+        &encode(insn, 64, o.test_addr()),
         64,
-        o.test_addr() + code.len() as u64,
+        o.test_addr(),
+        o.end_addr(),
     );
-    code.extend_from_slice(&j);
-    let mut env = TestEnv {
-        code_base: o.test_addr(),
-        code,
-        data_base: o.data_base(),
-        data: inp.data.clone(),
-        stray: None,
-    };
+    let mut env = test_env(&o, code, &inp);
     let mut cpu = guest(64, &inp, o.test_addr());
     setup(&mut cpu);
     let before = clone_cpu(&cpu);
@@ -843,7 +799,7 @@ fn native_step_cost() {
     use btvisor_translator::interp::run_block;
     use btvisor_translator::scan::{scan_block, MAX_FETCH};
     let o = Oracle::new();
-    let mut rng = Rng(7);
+    let mut rng = Rng::with_state(7);
     let inp = random_input(&mut rng, &o);
     for (name, insn) in [
         ("addpd xmm0,xmm1", i2r(Code::Addpd_xmm_xmmm128, XMM0, XMM1)),
@@ -860,16 +816,8 @@ fn native_step_cost() {
         for _ in 0..32 {
             code.extend_from_slice(&encode(&insn, 64, 0));
         }
-        let j = Instruction::with_branch(Code::Jmp_rel32_64, o.end_addr()).unwrap();
-        let at = o.test_addr() + code.len() as u64;
-        code.extend_from_slice(&encode(&j, 64, at));
-        let mut env = TestEnv {
-            code_base: o.test_addr(),
-            code,
-            data_base: o.data_base(),
-            data: inp.data.clone(),
-            stray: None,
-        };
+        let code = with_jmp(&code, 64, o.test_addr(), o.end_addr());
+        let mut env = test_env(&o, code, &inp);
         let mut cpu = guest(64, &inp, o.test_addr());
         let mut buf = vec![0u8; MAX_FETCH];
         let fetched = env.fetch(&mut cpu, o.test_addr(), &mut buf).unwrap();

@@ -8,20 +8,53 @@ use iced_x86::{
     Code, Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpCodeOperandKind as K,
 };
 
+/// `M`: the memory variant of a code form (`bool` in the 64-bit suite: register or memory;
+/// `harness32::Addr` in the 32-bit one).
 #[derive(Clone, Debug)]
-pub enum FormKind {
+pub enum FormKind<M = bool> {
     /// Built with iced's encoder from random operands; `mem` selects the memory variant of an
     /// r/m operand.
-    Code { code: Code, mem: bool, lock: bool },
+    Code { code: Code, mem: M, lock: bool },
     /// A fixed encoding (string instructions, XLAT).
     Raw { bytes: Vec<u8> },
 }
 
 #[derive(Clone, Debug)]
-pub struct Form {
-    pub kind: FormKind,
+pub struct Form<M = bool> {
+    pub kind: FormKind<M>,
     pub mnemonic: Mnemonic,
     pub name: String,
+}
+
+/// The memory variants a suite generates for each code.
+pub trait MemVariant: Copy + 'static {
+    /// The variants of a code with an r/m operand (`has_rm`), with a memory-only operand
+    /// (`has_mem`), or with neither.
+    fn variants(has_rm: bool, has_mem: bool) -> &'static [Self];
+    /// Whether this variant gets a LOCK form too (where the code allows one).
+    fn lockable(self) -> bool;
+    /// What the form's name says about the variant.
+    fn suffix(self, has_rm: bool) -> &'static str;
+}
+
+impl MemVariant for bool {
+    fn variants(has_rm: bool, has_mem: bool) -> &'static [bool] {
+        match (has_rm, has_mem) {
+            (true, _) => &[false, true],
+            (false, true) => &[true],
+            (false, false) => &[false],
+        }
+    }
+    fn lockable(self) -> bool {
+        self
+    }
+    fn suffix(self, has_rm: bool) -> &'static str {
+        match (has_rm, self) {
+            (false, _) => "",
+            (true, true) => " (mem)",
+            (true, false) => " (reg)",
+        }
+    }
 }
 
 /// Lift-class mnemonics with no architectural effect to compare (hints, fences, cache control).
@@ -92,8 +125,14 @@ fn supported_kind(k: K) -> bool {
 
 /// Every Lift-class mnemonic of the table (over all modes), for the coverage report.
 pub fn lift_mnemonics() -> Vec<Mnemonic> {
+    lift_mnemonics_where(|_| true)
+}
+
+/// The Lift-class mnemonics of the legacy-encoded codes that `valid` accepts, sorted.
+pub fn lift_mnemonics_where(valid: impl Fn(Code) -> bool) -> Vec<Mnemonic> {
     let mut v: Vec<Mnemonic> = Code::values()
         .filter(|c| c.op_code().is_instruction() && c.op_code().encoding() == EncodingKind::Legacy)
+        .filter(|c| valid(*c))
         .filter(|c| classify(&Instruction::with(*c)) == Class::Lift)
         .map(|c| c.mnemonic())
         .collect();
@@ -125,6 +164,14 @@ pub fn excluded(code: Code) -> Option<&'static str> {
     {
         return Some("16-bit near branch");
     }
+    excluded_common(code, supported_kind)
+}
+
+/// The reasons for leaving a code out that both suites share, after the mode-specific ones;
+/// `supported`: the operand kinds the suite's generator knows how to fill.
+pub fn excluded_common(code: Code, supported: fn(K) -> bool) -> Option<&'static str> {
+    let opc = code.op_code();
+    let m = code.mnemonic();
     // BSWAP r16 is undefined (SDM Vol. 2, BSWAP).
     if code == Code::Bswap_r16 {
         return Some("undefined result");
@@ -148,13 +195,24 @@ pub fn excluded(code: Code) -> Option<&'static str> {
     {
         return Some("string/XLAT: covered by raw encodings");
     }
-    if !opc.op_kinds().iter().all(|k| supported_kind(*k)) {
+    if !opc.op_kinds().iter().all(|k| supported(*k)) {
         return Some("operand kind not generated");
     }
     None
 }
 
 pub fn all_forms() -> Vec<Form> {
+    let mut forms = code_forms(excluded, rm_kind);
+    forms.extend(string_forms(64, &[1, 2, 4, 8]));
+    forms
+}
+
+/// A form of every Lift-class code that `excluded` does not leave out, in each memory variant
+/// (and with LOCK where allowed); `rm_kind`: the operand kinds that are register or memory.
+pub fn code_forms<M: MemVariant>(
+    excluded: fn(Code) -> Option<&'static str>,
+    rm_kind: fn(K) -> bool,
+) -> Vec<Form<M>> {
     let mut forms = vec![];
     for code in Code::values() {
         let opc = code.op_code();
@@ -167,35 +225,31 @@ pub fn all_forms() -> Vec<Form> {
         let kinds = opc.op_kinds();
         let has_rm = kinds.iter().any(|k| rm_kind(*k));
         let has_mem = kinds.iter().any(|k| matches!(k, K::mem | K::mem_offs));
-        let variants: &[bool] = if has_rm { &[false, true] } else { &[has_mem] };
-        for &mem in variants {
+        for &mem in M::variants(has_rm, has_mem) {
             let mut locks = vec![false];
-            if mem && opc.can_use_lock_prefix() {
+            if mem.lockable() && opc.can_use_lock_prefix() {
                 locks.push(true);
             }
             for lock in locks {
-                let name = format!(
-                    "{code:?}{}{}",
-                    if has_rm {
-                        if mem {
-                            " (mem)"
-                        } else {
-                            " (reg)"
-                        }
-                    } else {
-                        ""
-                    },
-                    if lock { " lock" } else { "" }
-                );
                 forms.push(Form {
                     kind: FormKind::Code { code, mem, lock },
                     mnemonic: code.mnemonic(),
-                    name,
+                    name: format!(
+                        "{code:?}{}{}",
+                        mem.suffix(has_rm),
+                        if lock { " lock" } else { "" }
+                    ),
                 });
             }
         }
     }
-    // String instructions: every size, prefix and address size.
+    forms
+}
+
+/// The string instructions in every operand size of `sizes`, prefix and address size (0x67:
+/// the other one), then XLAT in both address sizes, as raw encodings for `bits`-bit code.
+pub fn string_forms<M>(bits: u32, sizes: &[u32]) -> Vec<Form<M>> {
+    let mut forms = vec![];
     for (op, repe_ok) in [
         (0xa4u8, false),
         (0xaa, false),
@@ -203,16 +257,16 @@ pub fn all_forms() -> Vec<Form> {
         (0xa6, true),
         (0xae, true),
     ] {
-        for size in [1, 2, 4, 8] {
+        for &size in sizes {
             let reps: &[Option<u8>] = if repe_ok {
                 &[None, Some(0xf3), Some(0xf2)]
             } else {
                 &[None, Some(0xf3)]
             };
             for &rep in reps {
-                for a32 in [false, true] {
+                for other_asz in [false, true] {
                     let mut b = vec![];
-                    if a32 {
+                    if other_asz {
                         b.push(0x67);
                     }
                     if size == 2 {
@@ -225,18 +279,18 @@ pub fn all_forms() -> Vec<Form> {
                         b.push(0x48);
                     }
                     b.push(if size == 1 { op } else { op + 1 });
-                    forms.push(raw_form(b));
+                    forms.push(raw_form(bits, b));
                 }
             }
         }
     }
-    forms.push(raw_form(vec![0xd7]));
-    forms.push(raw_form(vec![0x67, 0xd7]));
+    forms.push(raw_form(bits, vec![0xd7]));
+    forms.push(raw_form(bits, vec![0x67, 0xd7]));
     forms
 }
 
-fn raw_form(bytes: Vec<u8>) -> Form {
-    let mut d = Decoder::with_ip(64, &bytes, 0, DecoderOptions::NONE);
+fn raw_form<M>(bits: u32, bytes: Vec<u8>) -> Form<M> {
+    let mut d = Decoder::with_ip(bits, &bytes, 0, DecoderOptions::NONE);
     let insn = d.decode();
     assert!(!insn.is_invalid());
     let name = format!(

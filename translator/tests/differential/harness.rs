@@ -1,62 +1,21 @@
 //! Case generation (random operands biased to edge values, random incoming flags), the
 //! undefined-flag table, and the comparison of the native and translated outcomes.
 
+use crate::common::GPRS;
+pub use crate::common::{mask, Rng};
 use crate::forms::{Form, FormKind};
-use crate::native::{Native, DATA_SIZE, TEST_OFF};
-use crate::translated::{cpu64, run_translated, Backend, Backends, TestEnv, TransExit};
+use crate::native::{Native, NativeOut, Trampoline, TAKEN_OFF};
+use crate::translated::{cpu64, run_translated, Backend, Backends, TestEnv, TransExit, BACKENDS};
 use btvisor_translator::cpu::rflags::{AF, ARITH, CF, DF, OF, PF, SF, ZF};
 use btvisor_translator::exception::vector;
+use btvisor_translator::CpuState;
 use iced_x86::{
     Code, Decoder, DecoderOptions, Encoder, Formatter, Instruction, IntelFormatter, MemoryOperand,
     Mnemonic, OpCodeOperandKind as K, OpKind, Register,
 };
+use std::collections::HashSet;
 
 // ---------------------------------------------------------------- random numbers
-
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    pub fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-    /// A value of `sz` bytes biased to the edges: 0, 1, -1, sign boundaries, small numbers.
-    pub fn val(&mut self, sz: u32) -> u64 {
-        let bits = sz * 8;
-        let m = mask(sz);
-        let sign = 1u64 << (bits - 1);
-        let v = match self.below(10) {
-            0 => [0, 1, m, 2, m - 1][self.below(5) as usize],
-            1 => [sign, sign - 1, sign + 1, sign - 2][self.below(4) as usize],
-            2 => self.below(34).wrapping_sub(17),
-            3 => 1u64 << self.below(bits as u64),
-            4 => self.next() & 0xff,
-            _ => self.next(),
-        };
-        v & m
-    }
-}
-
-pub fn mask(sz: u32) -> u64 {
-    if sz >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (sz * 8)) - 1
-    }
-}
 
 pub fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -66,25 +25,8 @@ pub fn hash(s: &str) -> u64 {
 
 // ---------------------------------------------------------------- registers
 
-const R64: [Register; 16] = [
-    Register::RAX,
-    Register::RCX,
-    Register::RDX,
-    Register::RBX,
-    Register::RSP,
-    Register::RBP,
-    Register::RSI,
-    Register::RDI,
-    Register::R8,
-    Register::R9,
-    Register::R10,
-    Register::R11,
-    Register::R12,
-    Register::R13,
-    Register::R14,
-    Register::R15,
-];
-const R32: [Register; 16] = [
+const R64: [Register; 16] = GPRS;
+pub const R32: [Register; 16] = [
     Register::EAX,
     Register::ECX,
     Register::EDX,
@@ -102,7 +44,7 @@ const R32: [Register; 16] = [
     Register::R14D,
     Register::R15D,
 ];
-const R16: [Register; 16] = [
+pub const R16: [Register; 16] = [
     Register::AX,
     Register::CX,
     Register::DX,
@@ -211,9 +153,9 @@ pub fn build(code: Code, ops: &[Opnd]) -> Option<Instruction> {
 }
 
 /// A memory operand that addresses `target`, and the register values that make it do so.
-struct MemPlan {
-    op: MemoryOperand,
-    pins: Vec<(Register, u64)>,
+pub struct MemPlan {
+    pub op: MemoryOperand,
+    pub pins: Vec<(Register, u64)>,
 }
 
 fn plan_mem(rng: &mut Rng, target: u64) -> MemPlan {
@@ -280,6 +222,8 @@ fn plan_mem(rng: &mut Rng, target: u64) -> MemPlan {
 
 // ---------------------------------------------------------------- one case
 
+/// One case: the encoding, its decoding, the register file (in the 64-bit layout; a 32-bit
+/// case has its values in slots 0..8 and zeros above) and the incoming RFLAGS/EFLAGS.
 pub struct Case {
     pub bytes: Vec<u8>,
     pub insn: Instruction,
@@ -288,24 +232,28 @@ pub struct Case {
     pub tlb: bool,
 }
 
-pub struct Ctx {
-    pub native: Native,
+/// The two sides of a suite: the native area `N`, the translated side's memory, the random
+/// numbers and the backends.
+pub struct Sides<N> {
+    pub native: N,
     pub env: TestEnv,
     pub rng: Rng,
     pub backends: Backends,
 }
 
-impl Ctx {
-    pub fn new(seed: u64) -> Ctx {
-        let native = Native::new();
+/// The 64-bit suite's context.
+pub type Ctx = Sides<Native>;
+
+impl<N: Trampoline> Sides<N> {
+    pub fn with_native(native: N, seed: u64) -> Sides<N> {
         let env = TestEnv {
-            code_base: native.code_base() + TEST_OFF,
+            code_base: native.test_addr(),
             code: vec![0; 0x100],
             data_base: native.data_base(),
             data: native.data().to_vec(),
             stray: None,
         };
-        Ctx {
+        Sides {
             native,
             env,
             rng: Rng::new(seed),
@@ -313,15 +261,15 @@ impl Ctx {
         }
     }
 
-    fn d(&self) -> u64 {
+    pub fn d(&self) -> u64 {
         self.native.data_base()
     }
 
-    fn in_data(&self, a: u64, len: u64) -> bool {
-        a >= self.d() + 0x100 && a.wrapping_add(len) <= self.d() + DATA_SIZE - 0x100
+    pub fn in_data(&self, a: u64, len: u64) -> bool {
+        a >= self.d() + 0x100 && a.wrapping_add(len) <= self.d() + self.native.data_size() - 0x100
     }
 
-    fn poke(&mut self, a: u64, v: u64, len: u64) {
+    pub fn poke(&mut self, a: u64, v: u64, len: u64) {
         let off = (a - self.d()) as usize;
         for i in 0..len as usize {
             let b = (v >> (8 * i)) as u8;
@@ -330,7 +278,7 @@ impl Ctx {
         }
     }
 
-    fn peek(&self, a: u64, len: u64) -> u64 {
+    pub fn peek(&self, a: u64, len: u64) -> u64 {
         let off = (a - self.d()) as usize;
         (0..len as usize).fold(0, |v, i| {
             v | (self.native.data()[off + i] as u64) << (8 * i)
@@ -338,9 +286,9 @@ impl Ctx {
     }
 
     /// Randomise `len` bytes around `a` (when inside the data area) on both sides.
-    fn scramble(&mut self, a: u64, before: u64, len: u64) {
+    pub fn scramble(&mut self, a: u64, before: u64, len: u64) {
         let lo = a.wrapping_sub(before).max(self.d());
-        let hi = a.wrapping_add(len).min(self.d() + DATA_SIZE);
+        let hi = a.wrapping_add(len).min(self.d() + self.native.data_size());
         let mut p = lo;
         while p < hi {
             let v = self.rng.next();
@@ -348,6 +296,308 @@ impl Ctx {
             self.poke(p, v, n);
             p += n;
         }
+    }
+
+    /// Explicit register operands get edge-biased values in their low bytes.
+    pub fn randomise_reg_operands(&mut self, insn: &Instruction, g: &mut [u64; 16]) {
+        for i in 0..insn.op_count() {
+            if insn.op_kind(i) == OpKind::Register {
+                let r = insn.op_register(i);
+                let v = self.rng.val(r.size() as u32);
+                write_low(g, r, v);
+            }
+        }
+    }
+
+    /// Set the pinned registers; randomise the memory around everything that may be accessed.
+    /// Returns the mask of pinned register slots.
+    pub fn pin_and_scramble(
+        &mut self,
+        g: &mut [u64; 16],
+        pins: &[(Register, u64)],
+        mem_target: Option<(u64, u64)>,
+        m: Mnemonic,
+        asz: u32,
+    ) -> u32 {
+        let mut pinned = 0u32;
+        for (r, v) in pins {
+            let (i, _) = reg_slot(*r);
+            g[i] = *v;
+            pinned |= 1 << i;
+        }
+        // Memory contents around everything that may be accessed.
+        if let Some((t, _)) = mem_target {
+            self.scramble(t, 32, 48);
+        }
+        self.scramble(g[4], 320, 64);
+        if pinned & (1 << 5) != 0 {
+            self.scramble(g[5], 320, 16);
+        }
+        if is_string(m) || m == Mnemonic::Xlatb {
+            for i in [3usize, 6, 7] {
+                let a = g[i] & mask(asz);
+                self.scramble(a, 64, 300);
+            }
+        }
+        pinned
+    }
+
+    /// Operand values that the shifts, DIV/IDIV and CMPXCHG want more often than chance gives
+    /// them: interesting counts in CL, a dividend whose quotient mostly fits, an accumulator
+    /// equal to the destination. `free`: the register is not pinned.
+    pub fn steer_operands(
+        &mut self,
+        insn: &Instruction,
+        g: &mut [u64; 16],
+        free: impl Fn(Register) -> bool,
+        mem_ea: Option<u64>,
+        opsz: u32,
+    ) {
+        let m = insn.mnemonic();
+        match m {
+            _ if is_shift(m) => {
+                let last = insn.op_count() - 1;
+                if insn.op_kind(last) == OpKind::Register
+                    && insn.op_register(last) == Register::CL
+                    && free(Register::CL)
+                {
+                    let c = count_value(&mut self.rng);
+                    write_low(g, Register::CL, c);
+                }
+            }
+            Mnemonic::Div | Mnemonic::Idiv if self.rng.chance(3, 4) => {
+                let divisor = match insn.op_kind(0) {
+                    OpKind::Register => read_reg(g, insn.op_register(0)),
+                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
+                };
+                let (hi_reg, lo_reg) = match opsz {
+                    1 => (Register::AH, Register::AL),
+                    2 => (Register::DX, Register::AX),
+                    4 => (Register::EDX, Register::EAX),
+                    _ => (Register::RDX, Register::RAX),
+                };
+                if free(hi_reg)
+                    && !(insn.op_kind(0) == OpKind::Register
+                        && reg_slot(insn.op_register(0)).0 == reg_slot(hi_reg).0)
+                {
+                    let lo = read_reg(g, lo_reg);
+                    let hi = if m == Mnemonic::Div {
+                        if divisor == 0 {
+                            0
+                        } else {
+                            self.rng.next() % divisor
+                        }
+                    } else {
+                        let sb = 1u64 << (opsz * 8 - 1);
+                        if lo & sb != 0 {
+                            mask(opsz)
+                        } else {
+                            0
+                        }
+                    };
+                    write_low(g, hi_reg, hi);
+                }
+            }
+            Mnemonic::Cmpxchg if self.rng.chance(1, 2) => {
+                let dst = match insn.op_kind(0) {
+                    OpKind::Register => read_reg(g, insn.op_register(0)),
+                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
+                };
+                let acc = match opsz {
+                    1 => Register::AL,
+                    2 => Register::AX,
+                    4 => Register::EAX,
+                    _ => Register::RAX,
+                };
+                if free(acc) {
+                    write_low(g, acc, dst);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Random incoming arithmetic flags, IF, and DF (more often for the string instructions).
+    pub fn flags_in(&mut self, m: Mnemonic) -> u64 {
+        0x202
+            | (self.rng.next() & ARITH)
+            | if self.rng.chance(1, if is_string(m) { 2 } else { 8 }) {
+                DF
+            } else {
+                0
+            }
+    }
+
+    /// Up to `cases` cases from `gen` (which gets 20 tries per case), each run by `run` (which
+    /// returns a report when the sides differ).
+    pub fn run_generated(
+        &mut self,
+        name: &str,
+        cases: u64,
+        mut gen: impl FnMut(&mut Self) -> Option<Case>,
+        mut run: impl FnMut(&mut Self, &Case, &mut FormResult) -> Option<String>,
+    ) -> FormResult {
+        let mut res = FormResult::default();
+        let mut attempts = 0;
+        while res.cases < cases && attempts < cases * 20 {
+            attempts += 1;
+            let Some(case) = gen(self) else { continue };
+            res.cases += 1;
+            let report = run(self, &case, &mut res);
+            self.record(&mut res, report);
+        }
+        if res.cases < cases / 2 {
+            res.failures += 1;
+            res.reports.push(format!(
+                "{}: only {} of {} cases could be generated",
+                name, res.cases, cases
+            ));
+        }
+        res
+    }
+
+    /// Count a failure (and keep its report, up to 4 of them).
+    pub fn record(&mut self, res: &mut FormResult, report: Option<String>) {
+        if let Some(report) = report {
+            res.failures += 1;
+            if res.reports.len() < 4 {
+                res.reports.push(report);
+            }
+            // Resynchronise the two memories.
+            self.env.data.copy_from_slice(self.native.data());
+        }
+    }
+
+    /// Load the case's encoding on both sides and run the translated side from `cpu` (whose
+    /// registers, RIP, flags and TLB are set here) until an exit.
+    pub fn run_translated_side(
+        &mut self,
+        backend: Backend,
+        c: &Case,
+        mut cpu: CpuState,
+    ) -> (TransExit, CpuState) {
+        let area = self.native.load_insn(&c.bytes);
+        self.env.code.fill(0xcc);
+        self.env.code[..area.len()].copy_from_slice(&area);
+        let taken_off = (self.native.taken_addr() - self.native.test_addr()) as usize;
+        let stub = self.native.code(TAKEN_OFF, 5).to_vec();
+        self.env.code[taken_off..taken_off + 5].copy_from_slice(&stub);
+        self.env.stray = None;
+
+        cpu.gpr = c.gpr;
+        cpu.rip = self.native.test_addr();
+        cpu.set_rflags(c.rflags);
+        if c.tlb {
+            for p in 0..self.native.data_size() / 0x1000 {
+                let lin = self.env.data_base + p * 0x1000;
+                // SAFETY (of later use): the Vec is never resized while the TLB points into it.
+                let host = unsafe { self.env.data.as_mut_ptr().add((p * 0x1000) as usize) };
+                cpu.tlb.fill(lin, true, host, lin, true);
+            }
+        }
+        let stops = [self.native.e_fall(), self.native.e_taken()];
+        let t_exit = run_translated(&mut self.backends, backend, &mut cpu, &mut self.env, &stops);
+        (t_exit, cpu)
+    }
+
+    /// Run the case natively (it must not fault) and compare with the translated side's
+    /// outcome: the report of the differences, if any.
+    pub fn run_native_and_compare(
+        &mut self,
+        c: &Case,
+        t_exit: &TransExit,
+        cpu: &CpuState,
+        regs_str: fn(&[u64; 16]) -> String,
+    ) -> Option<String> {
+        let insn = &c.insn;
+        let (t_gpr, t_flags) = (cpu.gpr, cpu.rflags());
+        let head = || case_head(c, regs_str);
+        if std::env::var("DIFF_VERBOSE")
+            .map(|v| v == "2")
+            .unwrap_or(false)
+        {
+            eprintln!("{}", head());
+        }
+        // SAFETY: `gen` checked every access and branch target (`safe`), and exception cases
+        // were filtered out by the caller.
+        let n: NativeOut = unsafe { self.native.run(&c.gpr, c.rflags) };
+
+        let mut diffs = vec![];
+        let want_exit = match n.exit {
+            1 => self.native.e_fall(),
+            2 => self.native.e_taken(),
+            x => panic!("native run ended with exit id {x}"),
+        };
+        if *t_exit != TransExit::Reached(want_exit) {
+            diffs.push(format!(
+                "exit: native {} translated {t_exit:?} (rip {:#x})",
+                if n.exit == 1 { "fallthrough" } else { "taken" },
+                cpu.rip
+            ));
+        }
+        let und = undefined(insn, &c.gpr);
+        let skip_reg = if und.result && insn.op_kind(0) == OpKind::Register {
+            Some(reg_slot(insn.op_register(0)).0)
+        } else {
+            None
+        };
+        for i in 0..16 {
+            if Some(i) != skip_reg && n.gpr[i] != t_gpr[i] {
+                diffs.push(format!(
+                    "gpr[{i}]: native {:#x} translated {:#x}",
+                    n.gpr[i], t_gpr[i]
+                ));
+            }
+        }
+        let cmp = (ARITH | DF) & !und.flags;
+        if (n.rflags ^ t_flags) & cmp != 0 {
+            diffs.push(format!(
+                "flags (compared {:#x}): native {} translated {}",
+                cmp,
+                flags_str(n.rflags & cmp),
+                flags_str(t_flags & cmp)
+            ));
+        }
+        if !(und.result && insn.op_kind(0) == OpKind::Memory)
+            && self.native.data() != &self.env.data[..]
+        {
+            let nd = self.native.data();
+            let first = (0..nd.len()).find(|&i| nd[i] != self.env.data[i]).unwrap();
+            let lo = first & !7;
+            diffs.push(format!(
+                "memory at {:#x}: native {:02x?} translated {:02x?}",
+                self.env.data_base + lo as u64,
+                &nd[lo..lo + 16],
+                &self.env.data[lo..lo + 16]
+            ));
+        }
+        if und.result && insn.op_kind(0) == OpKind::Memory {
+            // Not compared: resynchronise so that later cases start from equal memories.
+            self.env.data.copy_from_slice(self.native.data());
+        }
+        if let Some(a) = self.env.stray {
+            diffs.push(format!(
+                "translated side touched {a:#x} outside the data area"
+            ));
+        }
+        if diffs.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}\n  native:     {}\n              flags {}\n  translated: {}\n              flags {}\n  {}",
+            head(),
+            regs_str(&n.gpr),
+            flags_str(n.rflags),
+            regs_str(&t_gpr),
+            flags_str(t_flags),
+            diffs.join("\n  ")
+        ))
+    }
+}
+
+impl Ctx {
+    pub fn new(seed: u64) -> Ctx {
+        Sides::with_native(Native::new(), seed)
     }
 
     /// Generate one valid case for `form`, or None when the random choices did not work out.
@@ -377,19 +627,7 @@ impl Ctx {
                         K::r32_or_mem | K::r32_reg | K::r32_opcode => 4,
                         _ => 8,
                     };
-                    let shift_count = matches!(
-                        form.mnemonic,
-                        Mnemonic::Shl
-                            | Mnemonic::Sal
-                            | Mnemonic::Shr
-                            | Mnemonic::Sar
-                            | Mnemonic::Rol
-                            | Mnemonic::Ror
-                            | Mnemonic::Rcl
-                            | Mnemonic::Rcr
-                            | Mnemonic::Shld
-                            | Mnemonic::Shrd
-                    );
+                    let shift_count = is_shift(form.mnemonic);
                     let o = match *k {
                         K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem if !mem => {
                             Opnd::R(rand_reg(&mut self.rng, sz(*k)))
@@ -480,14 +718,7 @@ impl Ctx {
             }
         }
         let m = insn.mnemonic();
-        // Explicit register operands get edge-biased values in their low bytes.
-        for i in 0..insn.op_count() {
-            if insn.op_kind(i) == OpKind::Register {
-                let r = insn.op_register(i);
-                let v = self.rng.val(r.size() as u32);
-                write_low(&mut g, r, v);
-            }
-        }
+        self.randomise_reg_operands(&insn, &mut g);
         // Implicit pointers.
         let ptr = |rng: &mut Rng, lo: u64| d + lo + rng.below(0x1000);
         let asz = addr_size(&insn);
@@ -513,26 +744,7 @@ impl Ctx {
             }
             _ => {}
         }
-        let mut pinned = 0u32;
-        for (r, v) in &pins {
-            let (i, _) = reg_slot(*r);
-            g[i] = *v;
-            pinned |= 1 << i;
-        }
-        // Memory contents around everything that may be accessed.
-        if let Some((t, _)) = mem_target {
-            self.scramble(t, 32, 48);
-        }
-        self.scramble(g[4], 320, 64);
-        if pinned & (1 << 5) != 0 {
-            self.scramble(g[5], 320, 16);
-        }
-        if is_string(m) || m == Mnemonic::Xlatb {
-            for i in [3usize, 6, 7] {
-                let a = g[i] & mask(asz);
-                self.scramble(a, 64, 300);
-            }
-        }
+        let pinned = self.pin_and_scramble(&mut g, &pins, mem_target, m, asz);
         // Operand-specific values.
         let free = |r: Register| pinned & (1 << reg_slot(r).0) == 0;
         let opsz = if insn.op_count() > 0 {
@@ -541,59 +753,8 @@ impl Ctx {
             8
         };
         let mem_ea = mem_target.map(|(t, _)| t);
+        self.steer_operands(&insn, &mut g, free, mem_ea, opsz);
         match m {
-            Mnemonic::Shl
-            | Mnemonic::Sal
-            | Mnemonic::Shr
-            | Mnemonic::Sar
-            | Mnemonic::Rol
-            | Mnemonic::Ror
-            | Mnemonic::Rcl
-            | Mnemonic::Rcr
-            | Mnemonic::Shld
-            | Mnemonic::Shrd => {
-                let last = insn.op_count() - 1;
-                if insn.op_kind(last) == OpKind::Register
-                    && insn.op_register(last) == Register::CL
-                    && free(Register::CL)
-                {
-                    let c = count_value(&mut self.rng);
-                    write_low(&mut g, Register::CL, c);
-                }
-            }
-            Mnemonic::Div | Mnemonic::Idiv if self.rng.chance(3, 4) => {
-                let divisor = match insn.op_kind(0) {
-                    OpKind::Register => read_reg(&g, insn.op_register(0)),
-                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
-                };
-                let (hi_reg, lo_reg) = match opsz {
-                    1 => (Register::AH, Register::AL),
-                    2 => (Register::DX, Register::AX),
-                    4 => (Register::EDX, Register::EAX),
-                    _ => (Register::RDX, Register::RAX),
-                };
-                if free(hi_reg)
-                    && !(insn.op_kind(0) == OpKind::Register
-                        && reg_slot(insn.op_register(0)).0 == reg_slot(hi_reg).0)
-                {
-                    let lo = read_reg(&g, lo_reg);
-                    let hi = if m == Mnemonic::Div {
-                        if divisor == 0 {
-                            0
-                        } else {
-                            self.rng.next() % divisor
-                        }
-                    } else {
-                        let sb = 1u64 << (opsz * 8 - 1);
-                        if lo & sb != 0 {
-                            mask(opsz)
-                        } else {
-                            0
-                        }
-                    };
-                    write_low(&mut g, hi_reg, hi);
-                }
-            }
             Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
                 if insn.op_kind(0) == OpKind::Memory && insn.op_kind(1) == OpKind::Register =>
             {
@@ -620,21 +781,6 @@ impl Ctx {
                     return None;
                 }
                 g[reg_slot(insn.op_register(0)).0] = taken;
-            }
-            Mnemonic::Cmpxchg if self.rng.chance(1, 2) => {
-                let dst = match insn.op_kind(0) {
-                    OpKind::Register => read_reg(&g, insn.op_register(0)),
-                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
-                };
-                let acc = match opsz {
-                    1 => Register::AL,
-                    2 => Register::AX,
-                    4 => Register::EAX,
-                    _ => Register::RAX,
-                };
-                if free(acc) {
-                    write_low(&mut g, acc, dst);
-                }
             }
             _ => {}
         }
@@ -678,13 +824,7 @@ impl Ctx {
             }
             _ => {}
         }
-        let flags_in = 0x202
-            | (self.rng.next() & ARITH)
-            | if self.rng.chance(1, if is_string(m) { 2 } else { 8 }) {
-                DF
-            } else {
-                0
-            };
+        let flags_in = self.flags_in(m);
         let case = Case {
             bytes,
             insn,
@@ -771,6 +911,14 @@ pub fn code_mem_size(code: Code) -> u64 {
     let mut i = Instruction::with(code);
     i.set_code(code);
     i.memory_size().size() as u64
+}
+
+pub fn is_shift(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd
+    )
 }
 
 pub fn count_value(rng: &mut Rng) -> u64 {
@@ -962,6 +1110,7 @@ pub fn div_faults(insn: &Instruction, g: &[u64; 16], divisor: u64) -> bool {
 
 // ---------------------------------------------------------------- running and comparing
 
+#[derive(Default)]
 pub struct FormResult {
     pub cases: u64,
     pub failures: u64,
@@ -975,6 +1124,21 @@ pub fn disasm(insn: &Instruction) -> String {
     let mut s = String::new();
     f.format(insn, &mut s);
     s
+}
+
+/// The case's instruction, encoding and inputs, as a report starts.
+pub fn case_head(c: &Case, regs_str: fn(&[u64; 16]) -> String) -> String {
+    format!(
+        "{} [{}]\n  in:  {}\n       flags {}",
+        disasm(&c.insn),
+        c.bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        regs_str(&c.gpr),
+        flags_str(c.rflags)
+    )
 }
 
 fn regs_str(g: &[u64; 16]) -> String {
@@ -1011,46 +1175,16 @@ impl Ctx {
     /// Run `cases` random cases of `form` on both sides and compare.
     pub fn run_form(&mut self, backend: Backend, form: &Form, cases: u64) -> FormResult {
         self.rng = Rng::new(hash(&form.name));
-        let mut res = FormResult {
-            cases: 0,
-            failures: 0,
-            reports: vec![],
-            de: 0,
-        };
-        let mut attempts = 0;
-        while res.cases < cases && attempts < cases * 20 {
-            attempts += 1;
-            let Some(case) = self.gen(form) else { continue };
-            res.cases += 1;
-            if let Some(report) = self.run_case(backend, &case, &mut res) {
-                res.failures += 1;
-                if res.reports.len() < 4 {
-                    res.reports.push(report);
-                }
-                // Resynchronise the two memories.
-                self.env.data.copy_from_slice(self.native.data());
-            }
-        }
-        if res.cases < cases / 2 {
-            res.failures += 1;
-            res.reports.push(format!(
-                "{}: only {} of {} cases could be generated",
-                form.name, res.cases, cases
-            ));
-        }
-        res
+        self.run_generated(
+            &form.name,
+            cases,
+            |s| s.gen(form),
+            |s, c, res| s.run_case(backend, c, res),
+        )
     }
 
     fn run_case(&mut self, backend: Backend, c: &Case, res: &mut FormResult) -> Option<String> {
         let insn = &c.insn;
-        let area = self.native.load_insn(&c.bytes);
-        self.env.code.fill(0xcc);
-        self.env.code[..area.len()].copy_from_slice(&area);
-        let taken_off = (self.native.taken_addr() - self.native.test_addr()) as usize;
-        let stub = self.native.code(crate::native::TAKEN_OFF, 5).to_vec();
-        self.env.code[taken_off..taken_off + 5].copy_from_slice(&stub);
-        self.env.stray = None;
-
         // The #DE prediction, from the inputs.
         let divisor = if matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv) {
             Some(match insn.op_kind(0) {
@@ -1064,135 +1198,155 @@ impl Ctx {
             .map(|d| div_faults(insn, &c.gpr, d))
             .unwrap_or(false);
 
-        // Translated side.
-        let mut cpu = cpu64();
-        cpu.gpr = c.gpr;
-        cpu.rip = self.native.test_addr();
-        cpu.set_rflags(c.rflags);
-        if c.tlb {
-            for p in 0..DATA_SIZE / 0x1000 {
-                let lin = self.env.data_base + p * 0x1000;
-                // SAFETY (of later use): the Vec is never resized while the TLB points into it.
-                let host = unsafe { self.env.data.as_mut_ptr().add((p * 0x1000) as usize) };
-                cpu.tlb.fill(lin, true, host, lin, true);
-            }
-        }
-        let stops = [self.native.e_fall(), self.native.e_taken()];
-        let t_exit = run_translated(&mut self.backends, backend, &mut cpu, &mut self.env, &stops);
-        let t_gpr = cpu.gpr;
-        let t_flags = cpu.rflags();
-
-        let head = || {
-            format!(
-                "{} [{}]\n  in:  {}\n       flags {}",
-                disasm(insn),
-                c.bytes
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                regs_str(&c.gpr),
-                flags_str(c.rflags)
-            )
-        };
+        let (t_exit, cpu) = self.run_translated_side(backend, c, cpu64());
         if de {
             res.de += 1;
             return match t_exit {
                 TransExit::Raise(e)
                     if e.vector == vector::DE
                         && cpu.rip == self.native.test_addr()
-                        && t_gpr == c.gpr =>
+                        && cpu.gpr == c.gpr =>
                 {
                     None
                 }
                 other => Some(format!(
                     "{}\n  native would raise #DE; translated: {other:?} rip={:#x}",
-                    head(),
+                    case_head(c, regs_str),
                     cpu.rip
                 )),
             };
         }
+        self.run_native_and_compare(c, &t_exit, &cpu, regs_str)
+    }
+}
 
-        // Native side.
-        if std::env::var("DIFF_VERBOSE")
-            .map(|v| v == "2")
-            .unwrap_or(false)
-        {
-            eprintln!("{}", head());
-        }
-        // SAFETY: `gen` checked every access and branch target (`Ctx::safe`), and #DE cases
-        // were filtered out above.
-        let n = unsafe { self.native.run(&c.gpr, c.rflags) };
+// ---------------------------------------------------------------- running a suite
 
-        let mut diffs = vec![];
-        let want_exit = match n.exit {
-            1 => self.native.e_fall(),
-            2 => self.native.e_taken(),
-            x => panic!("native run ended with exit id {x}"),
-        };
-        if t_exit != TransExit::Reached(want_exit) {
-            diffs.push(format!(
-                "exit: native {} translated {t_exit:?} (rip {:#x})",
-                if n.exit == 1 { "fallthrough" } else { "taken" },
-                cpu.rip
-            ));
-        }
-        let und = undefined(insn, &c.gpr);
-        let skip_reg = if und.result && insn.op_kind(0) == OpKind::Register {
-            Some(reg_slot(insn.op_register(0)).0)
+const DEFAULT_CASES: u64 = 400;
+
+/// Cases per form: `DIFF_CASES`, or 400.
+pub fn cases() -> u64 {
+    std::env::var("DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES)
+}
+
+/// The forms of `all` in the family (`in_family`) that `DIFF_FORM` selects.
+pub fn select<M>(all: Vec<Form<M>>, in_family: impl Fn(&Form<M>) -> bool) -> Vec<Form<M>> {
+    let filter = std::env::var("DIFF_FORM").ok();
+    all.into_iter()
+        .filter(|form| in_family(form))
+        .filter(|form| {
+            filter
+                .as_ref()
+                .map(|s| form.name.contains(s.as_str()))
+                .unwrap_or(true)
+        })
+        .collect()
+}
+
+/// The backends that `DIFF_BACKEND` selects (all without it).
+pub fn backends() -> impl Iterator<Item = Backend> {
+    let only = std::env::var("DIFF_BACKEND").ok();
+    BACKENDS.iter().copied().filter(move |backend| {
+        !only
+            .as_ref()
+            .is_some_and(|b| !format!("{backend:?}").eq_ignore_ascii_case(b))
+    })
+}
+
+/// Run every form of a family with `run` (backend, form, number of cases) on each backend,
+/// print the summary (`label`: the family; `exc`: the exceptions checked without a native
+/// run) and fail with the reports of the forms that differ. The JIT gets a quarter of the
+/// cases unless `jit_all_cases`: compiling every block costs far more than interpreting it.
+pub fn run_family_forms<M>(
+    label: &str,
+    exc: &str,
+    forms: &[Form<M>],
+    jit_all_cases: bool,
+    mut run: impl FnMut(Backend, &Form<M>, u64) -> FormResult,
+) {
+    let n = cases();
+    let verbose = std::env::var("DIFF_VERBOSE").is_ok();
+    let mut total_cases = 0;
+    let mut total_exc = 0;
+    let mut failed = vec![];
+    let start = std::time::Instant::now();
+    for backend in backends() {
+        let n = if backend == Backend::Jit && !jit_all_cases {
+            n.div_ceil(4)
         } else {
-            None
+            n
         };
-        for i in 0..16 {
-            if Some(i) != skip_reg && n.gpr[i] != t_gpr[i] {
-                diffs.push(format!(
-                    "gpr[{i}]: native {:#x} translated {:#x}",
-                    n.gpr[i], t_gpr[i]
-                ));
+        for form in forms {
+            if verbose {
+                eprintln!("{}", form.name);
+            }
+            let r = run(backend, form, n);
+            total_cases += r.cases;
+            total_exc += r.de;
+            if r.failures > 0 {
+                let mut s = format!(
+                    "=== {} [{backend:?}]: {} of {} cases differ\n",
+                    form.name, r.failures, r.cases
+                );
+                for rep in &r.reports {
+                    s.push_str(rep);
+                    s.push('\n');
+                }
+                failed.push(s);
             }
         }
-        let cmp = (ARITH | DF) & !und.flags;
-        if (n.rflags ^ t_flags) & cmp != 0 {
-            diffs.push(format!(
-                "flags (compared {:#x}): native {} translated {}",
-                cmp,
-                flags_str(n.rflags & cmp),
-                flags_str(t_flags & cmp)
-            ));
-        }
-        if !(und.result && insn.op_kind(0) == OpKind::Memory)
-            && self.native.data() != &self.env.data[..]
-        {
-            let nd = self.native.data();
-            let first = (0..nd.len()).find(|&i| nd[i] != self.env.data[i]).unwrap();
-            let lo = first & !7;
-            diffs.push(format!(
-                "memory at {:#x}: native {:02x?} translated {:02x?}",
-                self.env.data_base + lo as u64,
-                &nd[lo..lo + 16],
-                &self.env.data[lo..lo + 16]
-            ));
-        }
-        if und.result && insn.op_kind(0) == OpKind::Memory {
-            // Not compared: resynchronise so that later cases start from equal memories.
-            self.env.data.copy_from_slice(self.native.data());
-        }
-        if let Some(a) = self.env.stray {
-            diffs.push(format!(
-                "translated side touched {a:#x} outside the data area"
-            ));
-        }
-        if diffs.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "{}\n  native:     {}\n              flags {}\n  translated: {}\n              flags {}\n  {}",
-            head(),
-            regs_str(&n.gpr),
-            flags_str(n.rflags),
-            regs_str(&t_gpr),
-            flags_str(t_flags),
-            diffs.join("\n  ")
-        ))
     }
+    println!(
+        "{label}: {} forms x {} backend(s), {total_cases} cases ({total_exc} {exc} cases checked \
+         without native run), {:.2?}",
+        forms.len(),
+        BACKENDS.len(),
+        start.elapsed()
+    );
+    if !failed.is_empty() {
+        for s in &failed {
+            eprintln!("{s}");
+        }
+        panic!(
+            "{label}: {} of {} forms differ from the host CPU",
+            failed.len(),
+            forms.len()
+        );
+    }
+}
+
+/// Check that every mnemonic of `lift` has a form, or a reason from `why` ("?": none), and
+/// print the coverage summary after `label`. Returns the encodings (`Code` names) covered.
+pub fn coverage_report<M>(
+    label: &str,
+    forms: &[Form<M>],
+    lift: Vec<Mnemonic>,
+    why: impl Fn(Mnemonic) -> &'static str,
+) -> HashSet<String> {
+    let covered: HashSet<Mnemonic> = forms.iter().map(|f| f.mnemonic).collect();
+    let missing: Vec<String> = lift
+        .into_iter()
+        .filter(|m| !covered.contains(m))
+        .map(|m| format!("{m:?} ({})", why(m)))
+        .collect();
+    let codes: HashSet<String> = forms
+        .iter()
+        .map(|f| f.name.split(' ').next().unwrap().to_string())
+        .collect();
+    println!(
+        "{label}{} forms ({} encodings, {} mnemonics); Lift mnemonics not covered: {}",
+        forms.len(),
+        codes.len(),
+        covered.len(),
+        missing.join(", ")
+    );
+    let unexplained: Vec<_> = missing.iter().filter(|s| s.ends_with("(?)")).collect();
+    assert!(
+        unexplained.is_empty(),
+        "Lift mnemonics without forms: {unexplained:?}"
+    );
+    codes
 }

@@ -9,18 +9,19 @@
 //! as slots 0..3 shifted by 8) so that its helpers apply; values are 32-bit, R8..R15 are zero on
 //! input and must stay zero.
 
-use crate::forms::is_noop;
-use crate::harness::{
-    build, code_mem_size, count_value, disasm, div_faults, flags_str, hash, mask, op_size,
-    read_reg, reg_slot, sext, undefined, write_low, FormResult, Opnd, Rng,
+use crate::forms::{
+    code_forms, excluded_common, is_noop, string_forms, Form, FormKind, MemVariant,
 };
-use crate::native32::{Native32, DATA_SIZE, TAKEN_OFF};
-use crate::translated::{cpu32, run_translated, Backend, Backends, TestEnv, TransExit};
-use btvisor_translator::classify::{classify, Class};
-use btvisor_translator::cpu::rflags::{ARITH, DF};
+use crate::harness::{
+    build, case_head, code_mem_size, count_value, div_faults, hash, is_shift, mask, op_size,
+    read_reg, reg_slot, sext, write_low, Case, FormResult, MemPlan, Opnd, Rng, Sides, R16, R32,
+};
+use crate::native::Trampoline;
+use crate::native32::Native32;
+use crate::translated::{cpu32, Backend, TransExit};
 use btvisor_translator::exception::vector;
 use iced_x86::{
-    Code, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, MemoryOperand, Mnemonic,
+    Code, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Mnemonic,
     OpCodeOperandKind as K, OpKind, Register,
 };
 
@@ -34,18 +35,31 @@ pub enum Addr {
     A16,
 }
 
-#[derive(Clone, Debug)]
-pub enum Kind32 {
-    Code { code: Code, mem: Addr, lock: bool },
-    Raw { bytes: Vec<u8> },
+impl MemVariant for Addr {
+    fn variants(has_rm: bool, has_mem: bool) -> &'static [Addr] {
+        if has_rm {
+            &[Addr::None, Addr::A32, Addr::A16]
+        } else if has_mem {
+            &[Addr::A32, Addr::A16]
+        } else {
+            &[Addr::None]
+        }
+    }
+    fn lockable(self) -> bool {
+        self == Addr::A32
+    }
+    fn suffix(self, has_rm: bool) -> &'static str {
+        match self {
+            Addr::None if has_rm => " (reg)",
+            Addr::None => "",
+            Addr::A32 => " (mem32)",
+            Addr::A16 => " (mem16)",
+        }
+    }
 }
 
-#[derive(Clone, Debug)]
-pub struct Form32 {
-    pub kind: Kind32,
-    pub mnemonic: Mnemonic,
-    pub name: String,
-}
+pub type Kind32 = FormKind<Addr>;
+pub type Form32 = Form<Addr>;
 
 fn rm_kind(k: K) -> bool {
     matches!(k, K::r8_or_mem | K::r16_or_mem | K::r32_or_mem)
@@ -101,150 +115,18 @@ pub fn excluded32(code: Code) -> Option<&'static str> {
     if opc.decoder_option() != DecoderOptions::NONE {
         return Some("old-CPU encoding (decoder option)");
     }
-    if code == Code::Bswap_r16 {
-        return Some("undefined result");
-    }
-    let host_has = match m {
-        Mnemonic::Lzcnt => std::arch::is_x86_feature_detected!("lzcnt"),
-        Mnemonic::Tzcnt => std::arch::is_x86_feature_detected!("bmi1"),
-        Mnemonic::Popcnt => std::arch::is_x86_feature_detected!("popcnt"),
-        _ => true,
-    };
-    if !host_has {
-        return Some("the host CPU lacks it");
-    }
-    if opc
-        .op_kinds()
-        .iter()
-        .any(|k| matches!(k, K::seg_rSI | K::es_rDI | K::seg_rDI | K::seg_rBX_al))
-    {
-        return Some("string/XLAT: covered by raw encodings");
-    }
-    if !opc.op_kinds().iter().all(|k| supported_kind(*k)) {
-        return Some("operand kind not generated");
-    }
-    None
+    excluded_common(code, supported_kind)
 }
 
 pub fn all_forms32() -> Vec<Form32> {
-    let mut forms = vec![];
-    for code in Code::values() {
-        let opc = code.op_code();
-        if !opc.is_instruction() || opc.encoding() != EncodingKind::Legacy {
-            continue;
-        }
-        if classify(&Instruction::with(code)) != Class::Lift || excluded32(code).is_some() {
-            continue;
-        }
-        let kinds = opc.op_kinds();
-        let has_rm = kinds.iter().any(|k| rm_kind(*k));
-        let has_mem = kinds.iter().any(|k| matches!(k, K::mem | K::mem_offs));
-        let variants: &[Addr] = if has_rm {
-            &[Addr::None, Addr::A32, Addr::A16]
-        } else if has_mem {
-            &[Addr::A32, Addr::A16]
-        } else {
-            &[Addr::None]
-        };
-        for &mem in variants {
-            let mut locks = vec![false];
-            if mem == Addr::A32 && opc.can_use_lock_prefix() {
-                locks.push(true);
-            }
-            for lock in locks {
-                let v = match mem {
-                    Addr::None if has_rm => " (reg)",
-                    Addr::None => "",
-                    Addr::A32 => " (mem32)",
-                    Addr::A16 => " (mem16)",
-                };
-                forms.push(Form32 {
-                    kind: Kind32::Code { code, mem, lock },
-                    mnemonic: code.mnemonic(),
-                    name: format!("{code:?}{v}{}", if lock { " lock" } else { "" }),
-                });
-            }
-        }
-    }
+    let mut forms = code_forms(excluded32, rm_kind);
     // String instructions: every size, prefix and address size.
-    for (op, repe_ok) in [
-        (0xa4u8, false),
-        (0xaa, false),
-        (0xac, false),
-        (0xa6, true),
-        (0xae, true),
-    ] {
-        for size in [1, 2, 4] {
-            let reps: &[Option<u8>] = if repe_ok {
-                &[None, Some(0xf3), Some(0xf2)]
-            } else {
-                &[None, Some(0xf3)]
-            };
-            for &rep in reps {
-                for a16 in [false, true] {
-                    let mut b = vec![];
-                    if a16 {
-                        b.push(0x67);
-                    }
-                    if size == 2 {
-                        b.push(0x66);
-                    }
-                    if let Some(r) = rep {
-                        b.push(r);
-                    }
-                    b.push(if size == 1 { op } else { op + 1 });
-                    forms.push(raw_form(b));
-                }
-            }
-        }
-    }
-    forms.push(raw_form(vec![0xd7]));
-    forms.push(raw_form(vec![0x67, 0xd7]));
+    forms.extend(string_forms(32, &[1, 2, 4]));
     forms
-}
-
-fn raw_form(bytes: Vec<u8>) -> Form32 {
-    let mut d = Decoder::with_ip(32, &bytes, 0, DecoderOptions::NONE);
-    let insn = d.decode();
-    assert!(!insn.is_invalid());
-    let name = format!(
-        "{:?} [{}]",
-        insn.code(),
-        bytes
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    Form32 {
-        kind: Kind32::Raw { bytes },
-        mnemonic: insn.mnemonic(),
-        name,
-    }
 }
 
 // ---------------------------------------------------------------- registers and addresses
 
-const R32: [Register; 8] = [
-    Register::EAX,
-    Register::ECX,
-    Register::EDX,
-    Register::EBX,
-    Register::ESP,
-    Register::EBP,
-    Register::ESI,
-    Register::EDI,
-];
-const R16: [Register; 8] = [
-    Register::AX,
-    Register::CX,
-    Register::DX,
-    Register::BX,
-    Register::SP,
-    Register::BP,
-    Register::SI,
-    Register::DI,
-];
 const R8: [Register; 8] = [
     Register::AL,
     Register::CL,
@@ -263,11 +145,6 @@ fn rand_reg(rng: &mut Rng, sz: u32) -> Register {
         2 => R16[i],
         _ => R32[i],
     }
-}
-
-struct MemPlan {
-    op: MemoryOperand,
-    pins: Vec<(Register, u64)>,
 }
 
 /// 32-bit addressing: `[disp32]` or `[base + index*scale + disp]`, wrapping at 4 GiB.
@@ -420,20 +297,8 @@ fn is_string(m: Mnemonic) -> bool {
 
 // ---------------------------------------------------------------- cases
 
-pub struct Case32 {
-    pub bytes: Vec<u8>,
-    pub insn: Instruction,
-    pub gpr: [u64; 16],
-    pub eflags: u64,
-    pub tlb: bool,
-}
-
-pub struct Ctx32<'a> {
-    pub native: &'a Native32,
-    pub env: TestEnv,
-    pub rng: Rng,
-    pub backends: Backends,
-}
+/// The 32-bit suite's context (the native side is the process-wide low area).
+pub type Ctx32<'a> = Sides<&'a Native32>;
 
 fn regs_str(g: &[u64; 16]) -> String {
     let names = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
@@ -451,59 +316,11 @@ fn regs_str(g: &[u64; 16]) -> String {
 
 impl<'a> Ctx32<'a> {
     pub fn new(native: &'a Native32) -> Ctx32<'a> {
-        let env = TestEnv {
-            code_base: native.test_addr(),
-            code: vec![0; 0x100],
-            data_base: native.data_base(),
-            data: native.data().to_vec(),
-            stray: None,
-        };
-        Ctx32 {
-            native,
-            env,
-            rng: Rng::new(0),
-            backends: Backends::new(),
-        }
-    }
-
-    fn d(&self) -> u64 {
-        self.native.data_base()
-    }
-
-    fn in_data(&self, a: u64, len: u64) -> bool {
-        a >= self.d() + 0x100 && a.wrapping_add(len) <= self.d() + DATA_SIZE - 0x100
-    }
-
-    fn poke(&mut self, a: u64, v: u64, len: u64) {
-        let off = (a - self.d()) as usize;
-        for i in 0..len as usize {
-            let b = (v >> (8 * i)) as u8;
-            self.native.data()[off + i] = b;
-            self.env.data[off + i] = b;
-        }
-    }
-
-    fn peek(&self, a: u64, len: u64) -> u64 {
-        let off = (a - self.d()) as usize;
-        (0..len as usize).fold(0, |v, i| {
-            v | (self.native.data()[off + i] as u64) << (8 * i)
-        })
-    }
-
-    fn scramble(&mut self, a: u64, before: u64, len: u64) {
-        let lo = a.wrapping_sub(before).max(self.d());
-        let hi = a.wrapping_add(len).min(self.d() + DATA_SIZE);
-        let mut p = lo;
-        while p < hi {
-            let v = self.rng.next();
-            let n = (hi - p).min(8);
-            self.poke(p, v, n);
-            p += n;
-        }
+        Sides::with_native(native, 0)
     }
 
     /// Generate one valid case for `form`, or None when the random choices did not work out.
-    fn gen(&mut self, form: &Form32) -> Option<Case32> {
+    fn gen(&mut self, form: &Form32) -> Option<Case> {
         let d = self.d();
         let taken = self.native.taken_addr();
         let mut g = [0u64; 16];
@@ -522,19 +339,7 @@ impl<'a> Ctx32<'a> {
                 let mut ops = vec![];
                 let msize = code_mem_size(*code);
                 let m = form.mnemonic;
-                let shift_count = matches!(
-                    m,
-                    Mnemonic::Shl
-                        | Mnemonic::Sal
-                        | Mnemonic::Shr
-                        | Mnemonic::Sar
-                        | Mnemonic::Rol
-                        | Mnemonic::Ror
-                        | Mnemonic::Rcl
-                        | Mnemonic::Rcr
-                        | Mnemonic::Shld
-                        | Mnemonic::Shrd
-                );
+                let shift_count = is_shift(m);
                 let mut branch = false;
                 for (i, k) in opc.op_kinds().iter().enumerate() {
                     let sz = |k: K| match k {
@@ -638,13 +443,7 @@ impl<'a> Ctx32<'a> {
             }
         }
         let m = insn.mnemonic();
-        for i in 0..insn.op_count() {
-            if insn.op_kind(i) == OpKind::Register {
-                let r = insn.op_register(i);
-                let v = self.rng.val(r.size() as u32);
-                write_low(&mut g, r, v);
-            }
-        }
+        self.randomise_reg_operands(&insn, &mut g);
         // Implicit pointers (16-bit address size: garbage in the upper halves).
         let ptr = |rng: &mut Rng, lo: u64| d + lo + rng.below(0x1000);
         let asz = addr_size(&insn);
@@ -675,25 +474,7 @@ impl<'a> Ctx32<'a> {
             }
             _ => {}
         }
-        let mut pinned = 0u32;
-        for (r, v) in &pins {
-            let (i, _) = reg_slot(*r);
-            g[i] = *v;
-            pinned |= 1 << i;
-        }
-        if let Some((t, _)) = mem_target {
-            self.scramble(t, 32, 48);
-        }
-        self.scramble(g[4], 320, 64);
-        if pinned & (1 << 5) != 0 {
-            self.scramble(g[5], 320, 16);
-        }
-        if is_string(m) || m == Mnemonic::Xlatb {
-            for i in [3usize, 6, 7] {
-                let a = g[i] & mask(asz);
-                self.scramble(a, 64, 300);
-            }
-        }
+        let pinned = self.pin_and_scramble(&mut g, &pins, mem_target, m, asz);
         let free = |r: Register| pinned & (1 << reg_slot(r).0) == 0;
         let opsz = if insn.op_count() > 0 {
             op_size(&insn, 0)
@@ -701,58 +482,8 @@ impl<'a> Ctx32<'a> {
             4
         };
         let mem_ea = mem_target.map(|(t, _)| t);
+        self.steer_operands(&insn, &mut g, free, mem_ea, opsz);
         match m {
-            Mnemonic::Shl
-            | Mnemonic::Sal
-            | Mnemonic::Shr
-            | Mnemonic::Sar
-            | Mnemonic::Rol
-            | Mnemonic::Ror
-            | Mnemonic::Rcl
-            | Mnemonic::Rcr
-            | Mnemonic::Shld
-            | Mnemonic::Shrd => {
-                let last = insn.op_count() - 1;
-                if insn.op_kind(last) == OpKind::Register
-                    && insn.op_register(last) == Register::CL
-                    && free(Register::CL)
-                {
-                    let c = count_value(&mut self.rng);
-                    write_low(&mut g, Register::CL, c);
-                }
-            }
-            Mnemonic::Div | Mnemonic::Idiv if self.rng.chance(3, 4) => {
-                let divisor = match insn.op_kind(0) {
-                    OpKind::Register => read_reg(&g, insn.op_register(0)),
-                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
-                };
-                let (hi_reg, lo_reg) = match opsz {
-                    1 => (Register::AH, Register::AL),
-                    2 => (Register::DX, Register::AX),
-                    _ => (Register::EDX, Register::EAX),
-                };
-                if free(hi_reg)
-                    && !(insn.op_kind(0) == OpKind::Register
-                        && reg_slot(insn.op_register(0)).0 == reg_slot(hi_reg).0)
-                {
-                    let lo = read_reg(&g, lo_reg);
-                    let hi = if m == Mnemonic::Div {
-                        if divisor == 0 {
-                            0
-                        } else {
-                            self.rng.next() % divisor
-                        }
-                    } else {
-                        let sb = 1u64 << (opsz * 8 - 1);
-                        if lo & sb != 0 {
-                            mask(opsz)
-                        } else {
-                            0
-                        }
-                    };
-                    write_low(&mut g, hi_reg, hi);
-                }
-            }
             Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
                 if insn.op_kind(0) == OpKind::Memory && insn.op_kind(1) == OpKind::Register =>
             {
@@ -779,20 +510,6 @@ impl<'a> Ctx32<'a> {
                     return None;
                 }
                 write_low(&mut g, r, taken);
-            }
-            Mnemonic::Cmpxchg if self.rng.chance(1, 2) => {
-                let dst = match insn.op_kind(0) {
-                    OpKind::Register => read_reg(&g, insn.op_register(0)),
-                    _ => self.peek(mem_ea.unwrap(), opsz as u64),
-                };
-                let acc = match opsz {
-                    1 => Register::AL,
-                    2 => Register::AX,
-                    _ => Register::EAX,
-                };
-                if free(acc) {
-                    write_low(&mut g, acc, dst);
-                }
             }
             _ => {}
         }
@@ -857,25 +574,19 @@ impl<'a> Ctx32<'a> {
         for v in g.iter_mut().take(8) {
             *v &= 0xffff_ffff;
         }
-        let flags_in = 0x202
-            | (self.rng.next() & ARITH)
-            | if self.rng.chance(1, if is_string(m) { 2 } else { 8 }) {
-                DF
-            } else {
-                0
-            };
-        let case = Case32 {
+        let flags_in = self.flags_in(m);
+        let case = Case {
             bytes,
             insn,
             gpr: g,
-            eflags: flags_in,
+            rflags: flags_in,
             tlb: self.rng.chance(1, 2),
         };
         self.safe(&case).then_some(case)
     }
 
     /// Every memory access stays in the data area, every branch lands on the taken stub.
-    fn safe(&self, c: &Case32) -> bool {
+    fn safe(&self, c: &Case) -> bool {
         let insn = &c.insn;
         let g = &c.gpr;
         let m = insn.mnemonic();
@@ -971,33 +682,12 @@ impl<'a> Ctx32<'a> {
     /// Run `cases` random cases of `form` on both sides and compare.
     pub fn run_form(&mut self, backend: Backend, form: &Form32, cases: u64) -> FormResult {
         self.rng = Rng::new(hash(&form.name) ^ 0x3232);
-        let mut res = FormResult {
-            cases: 0,
-            failures: 0,
-            reports: vec![],
-            de: 0,
-        };
-        let mut attempts = 0;
-        while res.cases < cases && attempts < cases * 20 {
-            attempts += 1;
-            let Some(case) = self.gen(form) else { continue };
-            res.cases += 1;
-            if let Some(report) = self.run_case(backend, &case, &mut res) {
-                res.failures += 1;
-                if res.reports.len() < 4 {
-                    res.reports.push(report);
-                }
-                self.env.data.copy_from_slice(self.native.data());
-            }
-        }
-        if res.cases < cases / 2 {
-            res.failures += 1;
-            res.reports.push(format!(
-                "{}: only {} of {} cases could be generated",
-                form.name, res.cases, cases
-            ));
-        }
-        res
+        self.run_generated(
+            &form.name,
+            cases,
+            |s| s.gen(form),
+            |s, c, res| s.run_case(backend, c, res),
+        )
     }
 
     /// Run the fixed encoding `bytes` (an instruction without memory operands) with each of
@@ -1011,45 +701,26 @@ impl<'a> Ctx32<'a> {
         let mut dec = Decoder::with_ip(32, bytes, self.native.test_addr(), DecoderOptions::NONE);
         let insn = dec.decode();
         assert!(!insn.is_invalid() && insn.len() == bytes.len());
-        let mut res = FormResult {
-            cases: 0,
-            failures: 0,
-            reports: vec![],
-            de: 0,
-        };
+        let mut res = FormResult::default();
         for (g, f) in inputs {
-            let case = Case32 {
+            let case = Case {
                 bytes: bytes.to_vec(),
                 insn,
                 gpr: *g,
-                eflags: *f,
+                rflags: *f,
                 tlb: false,
             };
             res.cases += 1;
-            if let Some(report) = self.run_case(backend, &case, &mut res) {
-                res.failures += 1;
-                if res.reports.len() < 4 {
-                    res.reports.push(report);
-                }
-                self.env.data.copy_from_slice(self.native.data());
-            }
+            let report = self.run_case(backend, &case, &mut res);
+            self.record(&mut res, report);
         }
         res
     }
 
-    fn run_case(&mut self, backend: Backend, c: &Case32, res: &mut FormResult) -> Option<String> {
+    fn run_case(&mut self, backend: Backend, c: &Case, res: &mut FormResult) -> Option<String> {
         let insn = &c.insn;
-        let m = insn.mnemonic();
-        let area = self.native.load_insn(&c.bytes);
-        self.env.code.fill(0xcc);
-        self.env.code[..area.len()].copy_from_slice(&area);
-        let taken_off = (self.native.taken_addr() - self.native.test_addr()) as usize;
-        let stub = self.native.code(TAKEN_OFF, 5).to_vec();
-        self.env.code[taken_off..taken_off + 5].copy_from_slice(&stub);
-        self.env.stray = None;
-
         // Exceptions predicted from the inputs: #DE (DIV/IDIV, AAM 0) and #BR (BOUND).
-        let expect = match m {
+        let expect = match insn.mnemonic() {
             Mnemonic::Div | Mnemonic::Idiv => {
                 let divisor = match insn.op_kind(0) {
                     OpKind::Register => read_reg(&c.gpr, insn.op_register(0)),
@@ -1069,45 +740,15 @@ impl<'a> Ctx32<'a> {
             _ => None,
         };
 
-        // Translated side.
-        let mut cpu = cpu32();
-        cpu.gpr = c.gpr;
-        cpu.rip = self.native.test_addr();
-        cpu.set_rflags(c.eflags);
-        if c.tlb {
-            for p in 0..DATA_SIZE / 0x1000 {
-                let lin = self.env.data_base + p * 0x1000;
-                // SAFETY (of later use): the Vec is never resized while the TLB points into it.
-                let host = unsafe { self.env.data.as_mut_ptr().add((p * 0x1000) as usize) };
-                cpu.tlb.fill(lin, true, host, lin, true);
-            }
-        }
+        let (t_exit, cpu) = self.run_translated_side(backend, c, cpu32());
         assert_eq!(cpu.mode().code_bits, 32);
-        let stops = [self.native.e_fall(), self.native.e_taken()];
-        let t_exit = run_translated(&mut self.backends, backend, &mut cpu, &mut self.env, &stops);
-        let t_gpr = cpu.gpr;
-        let t_flags = cpu.rflags();
-
-        let head = || {
-            format!(
-                "{} [{}]\n  in:  {}\n       flags {}",
-                disasm(insn),
-                c.bytes
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                regs_str(&c.gpr),
-                flags_str(c.eflags)
-            )
-        };
         if let Some(vec) = expect {
             res.de += 1;
             return match t_exit {
                 TransExit::Raise(e)
                     if e.vector == vec
                         && cpu.rip == self.native.test_addr()
-                        && t_gpr == c.gpr
+                        && cpu.gpr == c.gpr
                         && self.native.data() == &self.env.data[..] =>
                 {
                     None
@@ -1115,99 +756,12 @@ impl<'a> Ctx32<'a> {
                 other => Some(format!(
                     "{}\n  native would raise vector {vec}; translated: {other:?} rip={:#x}\n  \
                      out: {}",
-                    head(),
+                    case_head(c, regs_str),
                     cpu.rip,
-                    regs_str(&t_gpr)
+                    regs_str(&cpu.gpr)
                 )),
             };
         }
-
-        if std::env::var("DIFF_VERBOSE")
-            .map(|v| v == "2")
-            .unwrap_or(false)
-        {
-            eprintln!("{}", head());
-        }
-        let mut gin = [0u32; 8];
-        for (i, v) in gin.iter_mut().enumerate() {
-            *v = c.gpr[i] as u32;
-        }
-        // SAFETY: `gen` checked every access and branch target (`safe`); exception cases were
-        // filtered out above.
-        let n = unsafe { self.native.run(&gin, c.eflags as u32) };
-        let mut n_gpr = [0u64; 16];
-        for (o, v) in n_gpr.iter_mut().zip(n.gpr) {
-            *o = v as u64;
-        }
-
-        let mut diffs = vec![];
-        let want_exit = match n.exit {
-            1 => self.native.e_fall(),
-            2 => self.native.e_taken(),
-            x => panic!("native run ended with exit id {x}"),
-        };
-        if t_exit != TransExit::Reached(want_exit) {
-            diffs.push(format!(
-                "exit: native {} translated {t_exit:?} (rip {:#x})",
-                if n.exit == 1 { "fallthrough" } else { "taken" },
-                cpu.rip
-            ));
-        }
-        let und = undefined(insn, &c.gpr);
-        let skip_reg = if und.result && insn.op_kind(0) == OpKind::Register {
-            Some(reg_slot(insn.op_register(0)).0)
-        } else {
-            None
-        };
-        for i in 0..16 {
-            if Some(i) != skip_reg && n_gpr[i] != t_gpr[i] {
-                diffs.push(format!(
-                    "gpr[{i}]: native {:#x} translated {:#x}",
-                    n_gpr[i], t_gpr[i]
-                ));
-            }
-        }
-        let cmp = (ARITH | DF) & !und.flags;
-        if (n.eflags as u64 ^ t_flags) & cmp != 0 {
-            diffs.push(format!(
-                "flags (compared {:#x}): native {} translated {}",
-                cmp,
-                flags_str(n.eflags as u64 & cmp),
-                flags_str(t_flags & cmp)
-            ));
-        }
-        if !(und.result && insn.op_kind(0) == OpKind::Memory)
-            && self.native.data() != &self.env.data[..]
-        {
-            let nd = self.native.data();
-            let first = (0..nd.len()).find(|&i| nd[i] != self.env.data[i]).unwrap();
-            let lo = first & !7;
-            diffs.push(format!(
-                "memory at {:#x}: native {:02x?} translated {:02x?}",
-                self.env.data_base + lo as u64,
-                &nd[lo..lo + 16],
-                &self.env.data[lo..lo + 16]
-            ));
-        }
-        if und.result && insn.op_kind(0) == OpKind::Memory {
-            self.env.data.copy_from_slice(self.native.data());
-        }
-        if let Some(a) = self.env.stray {
-            diffs.push(format!(
-                "translated side touched {a:#x} outside the data area"
-            ));
-        }
-        if diffs.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "{}\n  native:     {}\n              flags {}\n  translated: {}\n              flags {}\n  {}",
-            head(),
-            regs_str(&n_gpr),
-            flags_str(n.eflags as u64),
-            regs_str(&t_gpr),
-            flags_str(t_flags),
-            diffs.join("\n  ")
-        ))
+        self.run_native_and_compare(c, &t_exit, &cpu, regs_str)
     }
 }

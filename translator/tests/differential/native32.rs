@@ -23,18 +23,15 @@
 //!   RSP and the callee-saved registers, return to Rust;
 //! * the state area, the private stack; then `DATA_SIZE` bytes of data.
 
-use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+use crate::common::{abs, assemble, w, Area, CALLEE_SAVED};
+use crate::native::{NativeOut, Trampoline, E_FALL_OFF, E_TAKEN_OFF, PAGE, TAKEN_OFF, TEST_OFF};
+use iced_x86::{Code, Instruction, Register};
 use std::sync::{Mutex, MutexGuard};
 
 pub const BASE: u64 = 0x2000;
-pub const PAGE: u64 = 0x1000;
 /// Data from BASE + PAGE up to 64 KiB.
 pub const DATA_SIZE: u64 = 0x1_0000 - BASE - PAGE;
 const COMPAT_OFF: u64 = 0x80;
-pub const TEST_OFF: u64 = 0x100;
-pub const TAKEN_OFF: u64 = 0x140;
-pub const E_FALL_OFF: u64 = 0x200;
-pub const E_TAKEN_OFF: u64 = 0x220;
 const COMMON_OFF: u64 = 0x240;
 const BACK64_OFF: u64 = 0x300;
 const IN_GPR: u64 = 0x800;
@@ -60,41 +57,14 @@ const GPRS32: [Register; 8] = [
     Register::EDI,
 ];
 
-pub struct NativeOut {
-    pub gpr: [u32; 8],
-    pub eflags: u32,
-    /// 1: fell through to the next instruction, 2: reached the taken stub.
-    pub exit: u8,
-}
-
 pub struct Native32 {
-    base: *mut u8,
-    len: usize,
+    area: Area,
 }
 
 // SAFETY: the mapping is only used by the thread holding the lock.
 unsafe impl Send for Native32 {}
 
 static AREA: Mutex<Option<Native32>> = Mutex::new(None);
-
-fn abs(addr: u64) -> MemoryOperand {
-    assert!(addr < 0x8000_0000);
-    MemoryOperand::with_displ(addr, 4)
-}
-
-fn assemble(bits: u32, ip: u64, insns: &[Instruction]) -> Vec<u8> {
-    let mut enc = Encoder::new(bits);
-    let mut rip = ip;
-    for i in insns {
-        let n = enc.encode(i, rip).expect("trampoline instruction");
-        rip += n as u64;
-    }
-    enc.take_buffer()
-}
-
-fn w(x: Result<Instruction, iced_x86::IcedError>) -> Instruction {
-    x.unwrap()
-}
 
 impl Native32 {
     /// The process-wide low area (created on first use), exclusively.
@@ -107,83 +77,26 @@ impl Native32 {
     }
 
     fn new() -> Native32 {
-        let len = (PAGE + DATA_SIZE) as usize;
-        // SAFETY: a fresh private anonymous mapping at a fixed low address that must be free
-        // (MAP_FIXED_NOREPLACE fails rather than replace anything); checked below.
-        let base = unsafe {
-            libc::mmap(
-                BASE as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert!(
-            base as u64 == BASE,
-            "mmap of the low 32-bit test area at {BASE:#x} failed ({base:?}): the 32-bit \
-             differential tests need vm.mmap_min_addr <= {BASE:#x} (or root)"
-        );
-        let n = Native32 {
-            base: base as *mut u8,
-            len,
-        };
+        // At a fixed low address that must be free (MAP_FIXED_NOREPLACE fails rather than
+        // replace anything).
+        let area = Area::map(BASE, (PAGE + DATA_SIZE) as usize, libc::MAP_FIXED_NOREPLACE)
+            .unwrap_or_else(|base| {
+                panic!(
+                    "mmap of the low 32-bit test area at {BASE:#x} failed ({base:?}): the 32-bit \
+                     differential tests need vm.mmap_min_addr <= {BASE:#x} (or root)"
+                )
+            });
+        let n = Native32 { area };
         n.build_trampoline();
         n
     }
 
-    pub fn code_base(&self) -> u64 {
-        self.base as u64
-    }
-    pub fn data_base(&self) -> u64 {
-        self.base as u64 + PAGE
-    }
-    pub fn test_addr(&self) -> u64 {
-        self.code_base() + TEST_OFF
-    }
-    pub fn taken_addr(&self) -> u64 {
-        self.code_base() + TAKEN_OFF
-    }
-    pub fn e_fall(&self) -> u64 {
-        self.code_base() + E_FALL_OFF
-    }
-    pub fn e_taken(&self) -> u64 {
-        self.code_base() + E_TAKEN_OFF
-    }
-
-    fn put(&self, off: u64, bytes: &[u8]) {
-        assert!(off as usize + bytes.len() <= self.len);
-        // SAFETY: inside our own mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(off as usize), bytes.len())
-        }
-    }
-
-    #[allow(clippy::mut_from_ref)]
-    pub fn data(&self) -> &mut [u8] {
-        // SAFETY: the data part of our mapping; only the lock holder touches it.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(PAGE as usize), DATA_SIZE as usize) }
-    }
-
-    /// The code page bytes from `off` (what the translated side fetches).
-    pub fn code(&self, off: u64, len: usize) -> &[u8] {
-        // SAFETY: inside our mapping.
-        unsafe { std::slice::from_raw_parts(self.base.add(off as usize), len) }
-    }
-
     fn build_trampoline(&self) {
         let c = self.code_base();
+        let put = |off, bytes: &[u8]| self.area.put(off, bytes);
         // 64-bit entry.
         let mut p = vec![];
-        for r in [
-            Register::RBX,
-            Register::RBP,
-            Register::R12,
-            Register::R13,
-            Register::R14,
-            Register::R15,
-        ] {
+        for r in CALLEE_SAVED {
             p.push(w(Instruction::with1(Code::Push_r64, r)));
         }
         p.push(Instruction::with(Code::Pushfq));
@@ -206,7 +119,7 @@ impl Native32 {
         p.push(Instruction::with(Code::Retfq));
         let bytes = assemble(64, c, &p);
         assert!(bytes.len() as u64 <= COMPAT_OFF);
-        self.put(0, &bytes);
+        put(0, &bytes);
 
         // Compatibility-mode entry.
         let mut p = vec![];
@@ -237,10 +150,10 @@ impl Native32 {
         )));
         let bytes = assemble(32, c + COMPAT_OFF, &p);
         assert!(COMPAT_OFF + bytes.len() as u64 <= TEST_OFF);
-        self.put(COMPAT_OFF, &bytes);
+        put(COMPAT_OFF, &bytes);
 
         // Taken stub and the two exits.
-        self.put(
+        put(
             TAKEN_OFF,
             &assemble(
                 32,
@@ -256,7 +169,7 @@ impl Native32 {
                 w(Instruction::with2(Code::Mov_rm8_imm8, abs(c + EXIT_ID), id)),
                 w(Instruction::with_branch(Code::Jmp_rel32_32, c + COMMON_OFF)),
             ];
-            self.put(off, &assemble(32, c + off, &e));
+            put(off, &assemble(32, c + off, &e));
         }
 
         // Common epilogue (32-bit), then back to 64-bit mode.
@@ -283,7 +196,7 @@ impl Native32 {
         e.push(Instruction::with(Code::Retfd));
         let bytes = assemble(32, c + COMMON_OFF, &e);
         assert!(COMMON_OFF + (bytes.len() as u64) <= BACK64_OFF);
-        self.put(COMMON_OFF, &bytes);
+        put(COMMON_OFF, &bytes);
 
         let mut e = vec![];
         e.push(w(Instruction::with2(
@@ -292,68 +205,45 @@ impl Native32 {
             abs(c + HOST_RSP),
         )));
         e.push(Instruction::with(Code::Popfq));
-        for r in [
-            Register::R15,
-            Register::R14,
-            Register::R13,
-            Register::R12,
-            Register::RBP,
-            Register::RBX,
-        ] {
-            e.push(w(Instruction::with1(Code::Pop_r64, r)));
+        for r in CALLEE_SAVED.iter().rev() {
+            e.push(w(Instruction::with1(Code::Pop_r64, *r)));
         }
         e.push(Instruction::with(Code::Retnq));
         let bytes = assemble(64, c + BACK64_OFF, &e);
         assert!(BACK64_OFF + (bytes.len() as u64) <= IN_GPR);
-        self.put(BACK64_OFF, &bytes);
+        put(BACK64_OFF, &bytes);
+    }
+}
+
+impl Trampoline for Native32 {
+    fn area(&self) -> &Area {
+        &self.area
+    }
+    fn bits(&self) -> u32 {
+        32
+    }
+    fn data_size(&self) -> u64 {
+        DATA_SIZE
     }
 
-    /// Write the instruction under test followed by `jmp E_FALL`; returns the bytes of the test
-    /// area (instruction + jump).
-    pub fn load_insn(&self, insn_bytes: &[u8]) -> Vec<u8> {
-        let c = self.code_base();
-        let next = c + TEST_OFF + insn_bytes.len() as u64;
-        let jmp = assemble(
-            32,
-            next,
-            &[w(Instruction::with_branch(
-                Code::Jmp_rel32_32,
-                c + E_FALL_OFF,
-            ))],
-        );
-        let mut all = insn_bytes.to_vec();
-        all.extend_from_slice(&jmp);
-        assert!(TEST_OFF + all.len() as u64 <= TAKEN_OFF);
-        self.put(TEST_OFF, &all);
-        all
-    }
-
-    /// Run the loaded instruction in compatibility mode with these registers and EFLAGS.
-    ///
-    /// # Safety
-    /// The caller guarantees that every memory access of the instruction stays within the data
-    /// area, that it cannot fault, and that every control transfer lands on the taken stub.
-    pub unsafe fn run(&self, gpr: &[u32; 8], eflags: u32) -> NativeOut {
-        let c = self.base;
-        for (i, v) in gpr.iter().enumerate() {
-            (c.add((IN_GPR + 4 * i as u64) as usize) as *mut u32).write_volatile(*v);
+    /// Runs in compatibility mode: the low halves of the first 8 GPRs go in, the results come
+    /// back zero-extended.
+    unsafe fn run(&self, gpr: &[u64; 16], eflags: u64) -> NativeOut {
+        let a = &self.area;
+        for (i, v) in gpr.iter().take(8).enumerate() {
+            a.put(IN_GPR + 4 * i as u64, &(*v as u32).to_le_bytes());
         }
-        (c.add(IN_FLAGS as usize) as *mut u32).write_volatile(eflags);
-        c.add(EXIT_ID as usize).write_volatile(0);
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-        let f: extern "sysv64" fn() = std::mem::transmute(c);
-        f();
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        a.put(IN_FLAGS, &(eflags as u32).to_le_bytes());
+        a.put(EXIT_ID, &[0]);
+        a.call();
         let mut out = NativeOut {
-            gpr: [0; 8],
-            eflags: 0,
-            exit: 0,
+            gpr: [0; 16],
+            rflags: a.read_u32(OUT_FLAGS) as u64,
+            exit: a.bytes(EXIT_ID, 1)[0],
         };
-        for i in 0..8 {
-            out.gpr[i] = (c.add((OUT_GPR + 4 * i as u64) as usize) as *const u32).read_volatile();
+        for (i, g) in out.gpr.iter_mut().take(8).enumerate() {
+            *g = a.read_u32(OUT_GPR + 4 * i as u64) as u64;
         }
-        out.eflags = (c.add(OUT_FLAGS as usize) as *const u32).read_volatile();
-        out.exit = (c.add(EXIT_ID as usize) as *const u8).read_volatile();
         out
     }
 }

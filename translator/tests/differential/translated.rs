@@ -143,37 +143,33 @@ impl Env for TestEnv {
     }
 }
 
-/// A 64-bit mode, CPL 3 vCPU with flat segments (what a Linux process runs in).
-pub fn cpu64() -> CpuState {
+/// A flat (base 0, 4 GiB), present, DPL 3 code or data segment of descriptor type `typ`, with
+/// the extra attribute bits `size` (L or D/B).
+fn flat(selector: u16, typ: u16, size: u16) -> Segment {
+    Segment {
+        selector,
+        attrs: typ | Segment::ATTR_S | Segment::ATTR_P | (3 << 5) | size | Segment::ATTR_G,
+        limit: 0xffff_ffff,
+        base: 0,
+    }
+}
+
+/// A paged, CPL 3 vCPU with flat data segments (selector 0x2b) and this code segment.
+fn flat_cpu(cs: Segment) -> CpuState {
     let mut cpu = CpuState::new();
     cpu.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_PG;
+    for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
+        cpu.seg[s as usize] = flat(0x2b, 0x3, Segment::ATTR_DB);
+    }
+    cpu.seg[Seg::Cs as usize] = cs;
+    cpu
+}
+
+/// A 64-bit mode, CPL 3 vCPU with flat segments (what a Linux process runs in).
+pub fn cpu64() -> CpuState {
+    let mut cpu = flat_cpu(flat(0x33, 0xb, Segment::ATTR_L));
     cpu.cr4 = cr::CR4_PAE;
     cpu.efer = cr::EFER_LME | cr::EFER_LMA;
-    let data = Segment {
-        selector: 0x2b,
-        attrs: 0x3
-            | Segment::ATTR_S
-            | Segment::ATTR_P
-            | (3 << 5)
-            | Segment::ATTR_DB
-            | Segment::ATTR_G,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
-    for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
-        cpu.seg[s as usize] = data;
-    }
-    cpu.seg[Seg::Cs as usize] = Segment {
-        selector: 0x33,
-        attrs: 0xb
-            | Segment::ATTR_S
-            | Segment::ATTR_P
-            | (3 << 5)
-            | Segment::ATTR_L
-            | Segment::ATTR_G,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
     cpu
 }
 
@@ -182,35 +178,9 @@ pub fn cpu64() -> CpuState {
 /// CS has D=1 and L=0, EFER has no LMA, so the translator lifts with `code_bits == 32`.
 #[allow(dead_code)]
 pub fn cpu32() -> CpuState {
-    let mut cpu = CpuState::new();
-    cpu.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_PG;
+    let mut cpu = flat_cpu(flat(0x23, 0xb, Segment::ATTR_DB));
     cpu.cr4 = 0;
     cpu.efer = 0;
-    let data = Segment {
-        selector: 0x2b,
-        attrs: 0x3
-            | Segment::ATTR_S
-            | Segment::ATTR_P
-            | (3 << 5)
-            | Segment::ATTR_DB
-            | Segment::ATTR_G,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
-    for s in [Seg::Ds, Seg::Es, Seg::Ss, Seg::Fs, Seg::Gs] {
-        cpu.seg[s as usize] = data;
-    }
-    cpu.seg[Seg::Cs as usize] = Segment {
-        selector: 0x23,
-        attrs: 0xb
-            | Segment::ATTR_S
-            | Segment::ATTR_P
-            | (3 << 5)
-            | Segment::ATTR_DB
-            | Segment::ATTR_G,
-        limit: 0xffff_ffff,
-        base: 0,
-    };
     cpu
 }
 
