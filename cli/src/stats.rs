@@ -57,7 +57,7 @@ pub fn render(vm: &Vm) -> String {
     let _ = writeln!(s, "blocks in cache           {}", vm.translator.cache.len());
     let _ = writeln!(s, "callouts by kind:");
     for (k, n) in &r.callouts {
-        let _ = writeln!(s, "  {k:<22}  {n}");
+        let _ = writeln!(s, "  {:<22}  {n}", format!("{k:?}"));
     }
     let _ = writeln!(s, "exceptions by vector:     {:?}", r.exceptions);
     let _ = writeln!(s, "software interrupts:      {:?}", r.software_interrupts);

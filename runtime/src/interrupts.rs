@@ -159,11 +159,17 @@ pub fn deliver_once(
             old_rsp
         };
         rsp &= !0xf;
-        let mut frame = vec![old_ss, old_rsp, old_rflags, old_cs, rip];
-        if let Some(e) = error {
-            frame.push(e as u64);
-        }
-        for v in frame {
+        // The frame, pushed in this order; no heap allocation on the interrupt path.
+        let full = [
+            old_ss,
+            old_rsp,
+            old_rflags,
+            old_cs,
+            rip,
+            error.unwrap_or(0) as u64,
+        ];
+        let frame = &full[..if error.is_some() { 6 } else { 5 }];
+        for &v in frame {
             rsp = rsp.wrapping_sub(8);
             if !crate::mmu::is_canonical(rsp) {
                 return Err(Exception::ss(0));
@@ -206,16 +212,18 @@ pub fn deliver_once(
         };
         let ss_now = ss_seg.unwrap_or(cpu.seg[Seg::Ss as usize]);
         let mask = if ss_now.big() { 0xffff_ffff } else { 0xffff };
-        let mut frame = Vec::with_capacity(6);
-        if new_cpl < old_cpl {
-            frame.push(old_ss);
-            frame.push(old_rsp);
-        }
-        frame.extend([old_rflags, old_cs, rip]);
-        if let Some(e) = error {
-            frame.push(e as u64);
-        }
-        for v in frame {
+        // SS:ESP only on a privilege change; the error code only for some vectors.
+        let full = [
+            old_ss,
+            old_rsp,
+            old_rflags,
+            old_cs,
+            rip,
+            error.unwrap_or(0) as u64,
+        ];
+        let first = if new_cpl < old_cpl { 0 } else { 2 };
+        let last = if error.is_some() { 6 } else { 5 };
+        for &v in &full[first..last] {
             rsp = rsp.wrapping_sub(width) & mask;
             let lin = ss_now.base.wrapping_add(rsp) & 0xffff_ffff;
             mem.write(cpu, lin, width as u8, v, false)?;

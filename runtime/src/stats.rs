@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 #[derive(Default, Debug)]
 pub struct RuntimeStats {
-    pub callouts: BTreeMap<String, u64>,
+    pub callouts: BTreeMap<CalloutKind, u64>,
     pub exceptions: BTreeMap<u8, u64>,
     pub software_interrupts: BTreeMap<u8, u64>,
     pub external_interrupts: u64,
@@ -14,7 +14,7 @@ pub struct RuntimeStats {
 
 impl RuntimeStats {
     pub fn note_callout(&mut self, kind: CalloutKind) {
-        *self.callouts.entry(format!("{kind:?}")).or_default() += 1;
+        *self.callouts.entry(kind).or_default() += 1;
     }
     pub fn note_interrupt(&mut self, vector: u8, software: bool) {
         if software {

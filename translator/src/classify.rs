@@ -10,7 +10,7 @@
 use iced_x86::{Instruction, Mnemonic};
 
 /// What the runtime must do for a callout instruction.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CalloutKind {
     Pushf,
     Popf,
@@ -79,7 +79,7 @@ pub fn classify(insn: &Instruction) -> Class {
     if matches!(insn.mnemonic(), Movsd | Cmpsd) && uses_xmm(insn) {
         return Class::NativeStep;
     }
-    match insn.mnemonic() {
+    let class = match insn.mnemonic() {
         // ---- lifted: integer ALU, moves, stack, strings, bit ops, branches ----
         Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test | Inc | Dec | Neg | Not | Mov
         | Movzx | Movsx | Movsxd | Lea | Xchg | Xadd | Cmpxchg | Cmpxchg8b | Cmpxchg16b | Push
@@ -128,51 +128,45 @@ pub fn classify(insn: &Instruction) -> Class {
         // ---- native-step candidates: SSE/AVX/x87 data operations ----
         _ if is_fpu_or_simd(insn) => Class::NativeStep,
         _ => Class::Unsupported,
+    };
+    refine(class, insn)
+}
+
+/// Operand-dependent cases of otherwise lifted mnemonics: far JMP/CALL, MOV/PUSH/POP of
+/// segment registers and MOV to/from control and debug registers.
+fn refine(class: Class, insn: &Instruction) -> Class {
+    use iced_x86::{OpKind, Register};
+    if class != Class::Lift {
+        return class;
     }
-    .refine(insn)
-}
-
-trait Refine {
-    fn refine(self, insn: &Instruction) -> Class;
-}
-
-impl Refine for Class {
-    /// Operand-dependent cases of otherwise lifted mnemonics: far JMP/CALL, MOV/PUSH/POP of
-    /// segment registers and MOV to/from control and debug registers.
-    fn refine(self, insn: &Instruction) -> Class {
-        use iced_x86::{OpKind, Register};
-        if self != Class::Lift {
-            return self;
-        }
-        let is_sreg = |r: Register| r.is_segment_register();
-        let is_ctl = |r: Register| r.is_cr() || r.is_dr() || r.is_tr();
-        match insn.mnemonic() {
-            Mnemonic::Jmp | Mnemonic::Call => {
-                if insn.is_jmp_far()
-                    || insn.is_call_far()
-                    || insn.is_jmp_far_indirect()
-                    || insn.is_call_far_indirect()
-                {
-                    return Class::Callout(CalloutKind::FarTransfer);
-                }
+    let is_sreg = |r: Register| r.is_segment_register();
+    let is_ctl = |r: Register| r.is_cr() || r.is_dr() || r.is_tr();
+    match insn.mnemonic() {
+        Mnemonic::Jmp | Mnemonic::Call => {
+            if insn.is_jmp_far()
+                || insn.is_call_far()
+                || insn.is_jmp_far_indirect()
+                || insn.is_call_far_indirect()
+            {
+                return Class::Callout(CalloutKind::FarTransfer);
             }
-            Mnemonic::Mov | Mnemonic::Push | Mnemonic::Pop => {
-                for i in 0..insn.op_count() {
-                    if insn.op_kind(i) == OpKind::Register {
-                        let r = insn.op_register(i);
-                        if is_sreg(r) {
-                            return Class::Callout(CalloutKind::SegmentLoad);
-                        }
-                        if is_ctl(r) {
-                            return Class::Callout(CalloutKind::MovControl);
-                        }
+        }
+        Mnemonic::Mov | Mnemonic::Push | Mnemonic::Pop => {
+            for i in 0..insn.op_count() {
+                if insn.op_kind(i) == OpKind::Register {
+                    let r = insn.op_register(i);
+                    if is_sreg(r) {
+                        return Class::Callout(CalloutKind::SegmentLoad);
+                    }
+                    if is_ctl(r) {
+                        return Class::Callout(CalloutKind::MovControl);
                     }
                 }
             }
-            _ => {}
         }
-        Class::Lift
+        _ => {}
     }
+    Class::Lift
 }
 
 fn uses_xmm(insn: &Instruction) -> bool {
