@@ -1,10 +1,12 @@
 //! The `btvisor` command line.
 
 mod args;
+pub mod console;
 mod stats;
 
 use anyhow::Context;
 use args::{Cli, Command, RunArgs};
+use btvisor_runtime::loader::linux;
 use btvisor_runtime::{Vm, VmConfig, VmExit};
 use clap::Parser;
 use std::io::Write;
@@ -67,16 +69,33 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     let _guard = args::init_tracing(a)?;
     let image = std::fs::read(&a.kernel)
         .with_context(|| format!("cannot read kernel {}", a.kernel.display()))?;
-    if a.initrd.is_some() {
-        anyhow::bail!("--initrd needs the Linux boot protocol, which is not implemented yet (multiboot kernels only)");
-    }
     let config = VmConfig {
         mem_bytes: a.mem,
         cmdline: a.append.clone().unwrap_or_default(),
     };
     let mut vm = Vm::new(&config, Box::new(Console))?;
     let name = a.kernel.display().to_string();
-    vm.load_multiboot(&name, &image, &config.cmdline)?;
+    let initrd = match &a.initrd {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read(p).with_context(|| format!("cannot read initrd {}", p.display()))?,
+        )),
+        None => None,
+    };
+    if linux::is_bzimage(&image) || linux::is_elf64(&image) {
+        vm.load_linux(&linux::LinuxBoot {
+            name: &name,
+            kernel: &image,
+            initrd: initrd.as_ref().map(|(n, d)| (n.as_str(), d.as_slice())),
+            cmdline: &config.cmdline,
+            acpi_rsdp: None,
+        })?;
+    } else {
+        if initrd.is_some() {
+            anyhow::bail!("{name}: --initrd needs a Linux kernel (bzImage or ELF vmlinux); this is a multiboot image");
+        }
+        vm.load_multiboot(&name, &image, &config.cmdline)?;
+    }
     let exit = vm.run();
     let _ = std::io::stdout().flush();
     if a.stats {

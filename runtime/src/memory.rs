@@ -122,6 +122,27 @@ impl GuestRam {
         self.write(phys, &v.to_le_bytes())
     }
 
+    /// A rust-vmm `GuestMemoryMmap` view of this RAM, for crates that load into guest memory
+    /// through vm-memory (linux-loader). The view does not own the mapping: it must not outlive
+    /// `self` (it borrows it in spirit; callers use it and drop it at once).
+    pub fn guest_memory(&self) -> Result<vm_memory::GuestMemoryMmap, MemoryError> {
+        let bad = |e: String| MemoryError::Os(io::Error::other(e));
+        // SAFETY: `base..base+size` is our own live MAP_SHARED read/write mapping; the view is
+        // not owned, so dropping it does not unmap anything.
+        let region = unsafe {
+            vm_memory::MmapRegion::build_raw(
+                self.base.as_ptr(),
+                self.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+            )
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        let region = vm_memory::GuestRegionMmap::new(region, vm_memory::GuestAddress(0))
+            .ok_or_else(|| bad("guest RAM region overflows".into()))?;
+        vm_memory::GuestMemoryMmap::from_regions(vec![region]).map_err(|e| bad(e.to_string()))
+    }
+
     /// The memfd, for mapping guest pages elsewhere.
     pub fn fd(&self) -> libc::c_int {
         self.fd

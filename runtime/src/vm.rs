@@ -4,7 +4,7 @@
 
 use crate::callouts;
 use crate::interrupts::{self, EventKind};
-use crate::loader::multiboot;
+use crate::loader::{linux, multiboot};
 use crate::memory::{GuestRam, MemoryError};
 use crate::mmu::Memory;
 use crate::stats::RuntimeStats;
@@ -101,6 +101,8 @@ pub enum VmError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Load(#[from] multiboot::LoadError),
+    #[error(transparent)]
+    LoadLinux(#[from] linux::LinuxLoadError),
 }
 
 pub struct VmConfig {
@@ -151,6 +153,12 @@ impl Vm {
         cmdline: &str,
     ) -> Result<(), VmError> {
         multiboot::load(name, image, cmdline, &self.machine.mem.ram, &mut self.cpu)?;
+        Ok(())
+    }
+
+    /// Load a Linux bzImage or ELF vmlinux with an optional initrd (64-bit boot protocol).
+    pub fn load_linux(&mut self, boot: &linux::LinuxBoot) -> Result<(), VmError> {
+        linux::load(&self.machine.mem.ram, &mut self.cpu, boot)?;
         Ok(())
     }
 

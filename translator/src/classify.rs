@@ -54,6 +54,8 @@ pub enum CalloutKind {
     AlignmentCheck,
     /// MONITOR/MWAIT: treated as NOP and HLT.
     MonitorWait,
+    /// RDRAND/RDSEED: the host's random number generator (no state to emulate).
+    Random,
 }
 
 /// The class of an instruction (design.md 3.1).
@@ -121,6 +123,7 @@ pub fn classify(insn: &Instruction) -> Class {
         Ud0 | Ud1 | Ud2 => c(K::Undefined),
         Stac | Clac => c(K::AlignmentCheck),
         Monitor | Mwait => c(K::MonitorWait),
+        Rdrand | Rdseed => c(K::Random),
         // Far forms of jmp/call/ret and everything touching segment registers are sensitive.
         Retf => c(K::FarTransfer),
         // WAIT/FWAIT checks for pending x87 exceptions: the native-step engine's job.

@@ -53,15 +53,16 @@ pub fn set_reg(cpu: &mut CpuState, r: u8, sz: u8, v: u64) {
 }
 
 /// Linear address of a segment-relative offset (SDM Vol. 3, 3.4). An access through a null
-/// (unusable) segment register faults; limit checks are not done yet (ARCHITECTURE.md, known
-/// limits).
+/// (unusable) segment register faults, except in 64-bit mode (no `WRAP32`), where the processor
+/// does no runtime check of null selectors and FS/GS bases come from their MSRs (SDM Vol. 3,
+/// 3.4.4 and 5.4.1.1). Limit checks are separate (`check_segment`).
 #[inline(always)]
 pub fn linear(cpu: &CpuState, seg: u8, off: u64, flags: u8) -> Result<u64, Exception> {
     if seg == NO_SEG {
         return Ok(off);
     }
     let s = &cpu.seg[seg as usize];
-    if s.attrs & crate::cpu::Segment::ATTR_P == 0 {
+    if flags & mem::WRAP32 != 0 && s.attrs & crate::cpu::Segment::ATTR_P == 0 {
         return Err(Exception::gp(0));
     }
     let lin = off.wrapping_add(s.base);

@@ -7,6 +7,7 @@ mod flags;
 mod io;
 mod msr;
 pub mod operand;
+mod random;
 mod segment;
 mod system;
 mod transfer;
@@ -50,6 +51,7 @@ pub fn dispatch(
         | K::TimeStamp => control::run(m, cpu, insn, kind),
         K::PortIo => io::run(m, cpu, insn),
         K::Msr => msr::run(m, cpu, insn),
+        K::Random => random::run(cpu, insn),
         K::Cpuid => {
             cpuid::run(cpu);
             Ok(CalloutResult::Next)

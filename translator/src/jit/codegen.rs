@@ -319,13 +319,16 @@ impl<'a, 'f> Gen<'a, 'f> {
         let base = match self.segs[s] {
             Some(base) => base,
             None => {
-                let attrs = self
-                    .b
-                    .ins()
-                    .uload16(I32, state_flags(), self.cpu, off::seg_attrs(s));
-                let p = self.b.ins().band_imm_u(attrs, Segment::ATTR_P as i64);
-                let np = self.b.ins().icmp_imm_u(IntCC::Equal, p, 0);
-                self.exit_if(np, self.rip, exit::OP | (self.op_idx as u32) << 8);
+                // 64-bit mode (no WRAP32) does no null-selector check (interp::linear).
+                if flags & crate::ir::mem::WRAP32 != 0 {
+                    let attrs =
+                        self.b
+                            .ins()
+                            .uload16(I32, state_flags(), self.cpu, off::seg_attrs(s));
+                    let p = self.b.ins().band_imm_u(attrs, Segment::ATTR_P as i64);
+                    let np = self.b.ins().icmp_imm_u(IntCC::Equal, p, 0);
+                    self.exit_if(np, self.rip, exit::OP | (self.op_idx as u32) << 8);
+                }
                 let base = self.ld_state(I64, off::seg_base(s));
                 self.segs[s] = Some(base);
                 base

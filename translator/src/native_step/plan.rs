@@ -273,6 +273,15 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
         }
         if let Some(g) = gpr_index(r) {
             if g == 4 {
+                // RSP only addressing the memory operand is fine: the stub rewrites that
+                // operand to [base] and never touches the guest's stack pointer.
+                let addressing = mem_ops == 1
+                    && [insn.memory_base(), insn.memory_index()]
+                        .iter()
+                        .any(|m| m.full_register() == Register::RSP);
+                if addressing && u.access() == OpAccess::Read {
+                    continue;
+                }
                 return Err(Refusal::Unsupported(
                     "x87/SSE instruction that uses the stack pointer",
                 ));
