@@ -7,7 +7,7 @@ mod stats;
 use anyhow::Context;
 use args::{Cli, Command, RunArgs};
 use btvisor_runtime::loader::linux;
-use btvisor_runtime::{Vm, VmConfig, VmExit};
+use btvisor_runtime::{HostInput, Vm, VmConfig, VmExit};
 use clap::Parser;
 use std::io::Write;
 
@@ -96,7 +96,25 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
         }
         vm.load_multiboot(&name, &image, &config.cmdline)?;
     }
+    // Console input: the terminal in raw mode (restored on every exit path), or a pipe.
+    let console = console::Console::open().context("cannot set up the console on stdin")?;
+    let mut input_open = true;
+    vm.input = Some(Box::new(move || {
+        if !input_open {
+            return HostInput::Nothing;
+        }
+        match console.try_recv() {
+            Some(console::ConsoleEvent::Input(b)) => HostInput::Bytes(b),
+            Some(console::ConsoleEvent::Quit) => HostInput::Quit,
+            Some(console::ConsoleEvent::Eof) => {
+                input_open = false;
+                HostInput::Nothing
+            }
+            None => HostInput::Nothing,
+        }
+    }));
     let exit = vm.run();
+    vm.input = None; // drops the console: the terminal leaves raw mode
     let _ = std::io::stdout().flush();
     if a.stats {
         eprint!("{}", stats::render(&vm));
@@ -104,6 +122,10 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     Ok(match exit {
         VmExit::ExitCode(c) => c,
         VmExit::Shutdown | VmExit::Timeout => 0,
+        VmExit::Quit => {
+            eprintln!("btvisor: quit from the console");
+            0
+        }
         VmExit::TripleFault(dump) => {
             eprintln!("btvisor: guest triple fault; VM stopped\n{dump}");
             EXIT_TRIPLE_FAULT

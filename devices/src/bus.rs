@@ -26,6 +26,11 @@ pub enum IoOutcome {
     Continue,
     /// Stop the VM and exit the VMM with this status (isa-debug-exit).
     Exit(i32),
+    /// The guest entered ACPI S5 (soft off) through PM1_CNT.
+    PowerOff,
+    /// The guest reset the machine: an i8042 reset pulse or a write to the
+    /// Reset Control Register at 0xCF9.
+    Reset,
 }
 
 /// A device reachable through port I/O.

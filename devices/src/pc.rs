@@ -5,29 +5,46 @@
 //! | ports          | device                                  |
 //! |----------------|-----------------------------------------|
 //! | 0x20-0x21      | master 8259A                            |
-//! | 0x40-0x43      | 8254 PIT                                |
+//! | 0x40-0x43      | 8254 PIT, IRQ 0                         |
+//! | 0x60           | i8042 data (keyboard IRQ 1, aux IRQ 12) |
 //! | 0x61           | port B: PIT channel 2 gate / output     |
+//! | 0x64           | i8042 status / command                  |
+//! | 0x70-0x71      | MC146818A RTC and CMOS RAM, IRQ 8       |
 //! | 0x80           | POST diagnostic port (ignored)          |
 //! | 0xA0-0xA1      | slave 8259A                             |
 //! | 0xF4           | isa-debug-exit                          |
 //! | 0x3F8-0x3FF    | COM1 16550A UART, IRQ 4                 |
 //! | 0x4D0-0x4D1    | ELCR (edge/level control for the PICs)  |
+//! | 0x600-0x603    | ACPI PM1a event block (PM1_STS, PM1_EN) |
+//! | 0x604-0x605    | ACPI PM1a control block (PM1_CNT)       |
+//! | 0x608-0x60B    | ACPI PM timer (32-bit, 3.579545 MHz)    |
+//! | 0xCF9          | reset control register                  |
 //!
 //! Device-to-PIC wiring is done here rather than inside the devices:
 //! after every port access and every [`PcDevices::update`], pending PIT
-//! channel 0 edges are pulsed on IRQ 0 and UART interrupt requests on IRQ 4.
+//! channel 0 edges are pulsed on IRQ 0, i8042 output-buffer edges on IRQ 1
+//! (keyboard) and IRQ 12 (aux), UART interrupt requests on IRQ 4 and RTC
+//! IRQF edges on IRQ 8.
+//!
+//! Writes can end the VM: isa-debug-exit returns [`IoOutcome::Exit`], ACPI
+//! S5 [`IoOutcome::PowerOff`], and an i8042 reset pulse or port 0xCF9
+//! [`IoOutcome::Reset`].
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tracing::debug;
 
+use crate::acpi_pm::{AcpiPm, ACPI_PM_PORT_COUNT, PM1A_EVT_BLK};
 use crate::bus::{lock, BusError, IoOutcome, PioBus, PioDevice, SharedPioDevice};
 use crate::clock::{Clock, SystemClock};
 use crate::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
+use crate::i8042::{AUX_IRQ, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, KBD_IRQ};
 use crate::pic::{Pic, ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD};
 use crate::pit::{Pit, PIT_CHANNEL0, PORT_B};
+use crate::reset_control::{ResetControl, RESET_CONTROL_PORT};
+use crate::rtc::{Rtc, RTC_INDEX_PORT, RTC_IRQ, RTC_PORT_COUNT};
 use crate::uart::{Uart, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
 
 /// The POST code port. BIOSes and some kernels (Linux's `outb_p`/`io_delay`)
@@ -65,13 +82,16 @@ impl PioDevice for PostCode {
     }
 }
 
-/// The legacy PC devices: PIC pair, PIT, COM1, isa-debug-exit, port 0x61 and
-/// port 0x80, on one port-I/O bus.
+/// The legacy PC devices: PIC pair, PIT, COM1, RTC, i8042, ACPI PM
+/// registers, reset control, isa-debug-exit, port 0x61 and port 0x80, on
+/// one port-I/O bus.
 pub struct PcDevices {
     bus: PioBus,
     pic: Arc<Mutex<Pic>>,
     pit: Arc<Mutex<Pit>>,
     uart: Arc<Mutex<Uart>>,
+    rtc: Arc<Mutex<Rtc>>,
+    i8042: Arc<Mutex<I8042>>,
 }
 
 impl std::fmt::Debug for PcDevices {
@@ -103,31 +123,58 @@ impl PcDevices {
         Self::with_clock(serial_out, Arc::new(SystemClock))
     }
 
-    /// The platform with an explicit time source for the PIT's port reads
-    /// (tests use [`crate::ManualClock`]). Instants passed to
-    /// [`PcDevices::update`] should come from the same clock.
+    /// The platform with an explicit time source for the PIT's, RTC's and
+    /// PM timer's port reads (tests use [`crate::ManualClock`]). Instants
+    /// passed to [`PcDevices::update`] should come from the same clock. The
+    /// RTC starts at the host's current UTC time.
     pub fn with_clock(serial_out: Box<dyn Write + Send>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_time(serial_out, clock, SystemTime::now())
+    }
+
+    /// [`PcDevices::with_clock`] with the RTC showing `wall` at
+    /// `clock.now()`, for deterministic tests.
+    pub fn with_time(
+        serial_out: Box<dyn Write + Send>,
+        clock: Arc<dyn Clock>,
+        wall: SystemTime,
+    ) -> Self {
         let pic = Arc::new(Mutex::new(Pic::new()));
-        let pit = Arc::new(Mutex::new(Pit::new(clock)));
+        let pit = Arc::new(Mutex::new(Pit::new(clock.clone())));
         let uart = Arc::new(Mutex::new(Uart::new(COM1_BASE, serial_out)));
+        let rtc = Arc::new(Mutex::new(Rtc::with_wall_time(clock.clone(), wall)));
+        let i8042 = Arc::new(Mutex::new(I8042::new()));
+        let acpi_pm: SharedPioDevice = Arc::new(Mutex::new(AcpiPm::new(clock)));
         let mut platform = Self {
             bus: PioBus::new(),
             pic,
             pit,
             uart,
+            rtc,
+            i8042,
         };
         let pic: SharedPioDevice = platform.pic.clone();
         let pit: SharedPioDevice = platform.pit.clone();
         let uart: SharedPioDevice = platform.uart.clone();
-        let map: [(u16, u16, SharedPioDevice); 8] = [
+        let rtc: SharedPioDevice = platform.rtc.clone();
+        let i8042: SharedPioDevice = platform.i8042.clone();
+        let map: [(u16, u16, SharedPioDevice); 13] = [
             (PIC_MASTER_CMD, 2, pic.clone()),
             (PIC_SLAVE_CMD, 2, pic.clone()),
             (ELCR_MASTER, 2, pic),
             (PIT_CHANNEL0, 4, pit.clone()),
             (PORT_B, 1, pit),
+            (I8042_DATA_PORT, 1, i8042.clone()),
+            (I8042_COMMAND_PORT, 1, i8042),
+            (RTC_INDEX_PORT, RTC_PORT_COUNT, rtc),
             (POST_PORT, 1, Arc::new(Mutex::new(PostCode::default()))),
             (DEBUG_EXIT_PORT, 1, Arc::new(Mutex::new(DebugExit))),
             (COM1_BASE, UART_PORT_COUNT, uart),
+            (PM1A_EVT_BLK, ACPI_PM_PORT_COUNT, acpi_pm),
+            (
+                RESET_CONTROL_PORT,
+                1,
+                Arc::new(Mutex::new(ResetControl::new())),
+            ),
         ];
         for (base, len, device) in map {
             // The map above is fixed and disjoint; a failure is a bug in this
@@ -184,25 +231,34 @@ impl PcDevices {
         outcome
     }
 
-    /// Advances the PIT to `now` and forwards device interrupt requests to
-    /// the PIC. Call it periodically and when [`PcDevices::next_deadline`]
-    /// passes.
+    /// Advances the PIT and the RTC to `now` and forwards device interrupt
+    /// requests to the PIC. Call it periodically and when
+    /// [`PcDevices::next_deadline`] passes.
     pub fn update(&mut self, now: Instant) {
         lock(&self.pit).update(now);
+        lock(&self.rtc).update(now);
         self.route_interrupts();
     }
 
     /// Pulses the PIC inputs of devices that signalled since the last call.
     fn route_interrupts(&mut self) {
-        let timer = lock(&self.pit).take_irq0_edge();
-        let serial = lock(&self.uart).take_interrupt_request();
-        if timer || serial {
+        let (kbd, aux) = {
+            let mut i8042 = lock(&self.i8042);
+            (i8042.take_kbd_irq(), i8042.take_aux_irq())
+        };
+        let requests = [
+            (PIT_IRQ, lock(&self.pit).take_irq0_edge()),
+            (KBD_IRQ, kbd),
+            (COM1_IRQ, lock(&self.uart).take_interrupt_request()),
+            (RTC_IRQ, lock(&self.rtc).take_irq()),
+            (AUX_IRQ, aux),
+        ];
+        if requests.iter().any(|&(_, raised)| raised) {
             let mut pic = lock(&self.pic);
-            if timer {
-                pic.pulse_irq(PIT_IRQ);
-            }
-            if serial {
-                pic.pulse_irq(COM1_IRQ);
+            for (irq, raised) in requests {
+                if raised {
+                    pic.pulse_irq(irq);
+                }
             }
         }
     }
@@ -217,10 +273,16 @@ impl PcDevices {
         lock(&self.pic).acknowledge()
     }
 
-    /// The earliest instant at which a timer will request an interrupt, for
-    /// sleeping in HLT. May be in the past: call [`PcDevices::update`].
+    /// The earliest instant at which a timer (PIT or RTC) will request an
+    /// interrupt, for sleeping in HLT. May be in the past: call
+    /// [`PcDevices::update`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.pit).next_deadline()
+        let pit = lock(&self.pit).next_deadline();
+        let rtc = lock(&self.rtc).next_deadline();
+        match (pit, rtc) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        }
     }
 
     /// Feeds console input to COM1's receiver.
@@ -368,7 +430,7 @@ mod tests {
     #[test]
     fn unknown_ports_and_bad_sizes() {
         let (mut pc, _buf, _clock, _t0) = platform();
-        assert_eq!(pc.io_in(0x70, 1), 0xff);
+        assert_eq!(pc.io_in(0x2f8, 1), 0xff);
         assert_eq!(pc.io_in(0xcf8, 2), 0xffff);
         assert_eq!(pc.io_in(0xcfc, 4), 0xffff_ffff);
         assert_eq!(pc.io_out(0xcf8, 4, 0x8000_0000), IoOutcome::Continue);
@@ -397,8 +459,143 @@ mod tests {
         let (mut pc, _buf, _clock, _t0) = platform();
         let dev: SharedPioDevice = Arc::new(Mutex::new(PostCode::default()));
         assert!(pc.register_device(0x3fc, 4, dev.clone()).is_err());
-        assert!(pc.register_device(0x70, 2, dev).is_ok());
-        assert_eq!(pc.io_in(0x70, 1), 0xff);
+        assert!(pc.register_device(0x70, 1, dev.clone()).is_err());
+        assert!(pc.register_device(0x2f8, 8, dev).is_ok());
+        assert_eq!(pc.io_in(0x2f8, 1), 0xff);
+    }
+
+    /// 2024-02-29 23:59:58 UTC.
+    const WALL_SECS: u64 = 1_709_251_198;
+
+    fn platform_at_wall_time() -> (PcDevices, Arc<ManualClock>, Instant) {
+        let t0 = Instant::now();
+        let clock = Arc::new(ManualClock::new(t0));
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(WALL_SECS);
+        let pc = PcDevices::with_time(Box::new(SharedBuf::default()), clock.clone(), wall);
+        (pc, clock, t0)
+    }
+
+    fn cmos_read(pc: &mut PcDevices, index: u8) -> u32 {
+        pc.io_out(0x70, 1, index.into());
+        pc.io_in(0x71, 1)
+    }
+
+    fn cmos_write(pc: &mut PcDevices, index: u8, value: u8) {
+        pc.io_out(0x70, 1, index.into());
+        pc.io_out(0x71, 1, value.into());
+    }
+
+    #[test]
+    fn rtc_reads_wall_time() {
+        let (mut pc, _clock, _t0) = platform_at_wall_time();
+        assert_eq!(cmos_read(&mut pc, 0x00), 0x58);
+        assert_eq!(cmos_read(&mut pc, 0x04), 0x23);
+        assert_eq!(cmos_read(&mut pc, 0x09), 0x24);
+        assert_eq!(cmos_read(&mut pc, 0x32), 0x20);
+        assert_eq!(cmos_read(&mut pc, 0x0a), 0x26);
+        assert_eq!(cmos_read(&mut pc, 0x0b), 0x02);
+        assert_eq!(cmos_read(&mut pc, 0x0d), 0x80);
+    }
+
+    /// rtc-cmos's periodic interrupt at 1024 Hz arrives as IRQ 8 through
+    /// the slave PIC (vector base 0x28 after Linux's `init_8259A`).
+    #[test]
+    fn rtc_periodic_interrupt_reaches_slave_pic() {
+        let (mut pc, clock, t0) = platform_at_wall_time();
+        // Master: everything masked but the cascade; slave: only IRQ 8.
+        init_pic_like_linux(&mut pc, 0xfb);
+        pc.io_out(0xa1, 1, 0xfe);
+        cmos_write(&mut pc, 0x0a, 0x26);
+        assert_eq!(cmos_read(&mut pc, 0x0c), 0x00);
+        cmos_write(&mut pc, 0x0b, 0x42);
+        assert!(!pc.interrupt_pending());
+        // The PIT (18.2 Hz after reset) is later than the RTC's 976.6 us.
+        let first = t0 + Duration::from_nanos(976_563);
+        assert_eq!(pc.next_deadline(), Some(first));
+        pc.update(first);
+        assert!(pc.interrupt_pending());
+        assert_eq!(pc.acknowledge_interrupt(), Some(0x28));
+        // The handler reads register C, then EOIs slave and master.
+        clock.set(first);
+        assert_eq!(cmos_read(&mut pc, 0x0c), 0xc0);
+        pc.io_out(0xa0, 1, 0x20);
+        pc.io_out(0x20, 1, 0x20);
+        assert!(!pc.interrupt_pending());
+        let second = pc.next_deadline().expect("periodic RTC deadline");
+        assert_eq!(second, t0 + Duration::from_nanos(1_953_125));
+        pc.update(second);
+        assert_eq!(pc.acknowledge_interrupt(), Some(0x28));
+        // Without reading register C, IRQF stays high: no further edges.
+        pc.io_out(0xa0, 1, 0x20);
+        pc.io_out(0x20, 1, 0x20);
+        pc.update(t0 + Duration::from_millis(10));
+        assert_eq!(pc.acknowledge_interrupt(), None);
+    }
+
+    /// atkbd's GETID answered over IRQ 1 (vector 0x21), and the i8042 AUX
+    /// IRQ test over IRQ 12 (vector 0x2c).
+    #[test]
+    fn keyboard_and_aux_interrupts() {
+        let (mut pc, _clock, _t0) = platform_at_wall_time();
+        init_pic_like_linux(&mut pc, 0xf9);
+        pc.io_out(0xa1, 1, 0xef);
+        // CTR: translate, SYS, both interrupts, both ports enabled.
+        pc.io_out(0x64, 1, 0x60);
+        pc.io_out(0x60, 1, 0x47);
+        pc.io_out(0x60, 1, 0xf2);
+        let mut id = vec![];
+        while pc.interrupt_pending() {
+            assert_eq!(pc.acknowledge_interrupt(), Some(0x21));
+            assert_eq!(pc.io_in(0x64, 1) & 0x21, 0x01);
+            id.push(pc.io_in(0x60, 1));
+            pc.io_out(0x20, 1, 0x20);
+        }
+        assert_eq!(id, [0xfa, 0xab, 0x41]);
+        pc.io_out(0x64, 1, 0xd3);
+        pc.io_out(0x60, 1, 0xa5);
+        assert_eq!(pc.acknowledge_interrupt(), Some(0x2c));
+        assert_eq!(pc.io_in(0x64, 1) & 0x21, 0x21);
+        assert_eq!(pc.io_in(0x60, 1), 0xa5);
+    }
+
+    #[test]
+    fn power_off_and_reset_outcomes() {
+        let (mut pc, clock, _t0) = platform_at_wall_time();
+        // ACPI S5: SLP_TYP = 5, then SLP_TYP | SLP_EN.
+        assert_eq!(pc.io_in(0x604, 2), 0x0001);
+        assert_eq!(pc.io_out(0x604, 2, 0x1401), IoOutcome::Continue);
+        assert_eq!(pc.io_out(0x604, 2, 0x3401), IoOutcome::PowerOff);
+        // The ACPI reset register and the keyboard controller's pulse.
+        assert_eq!(pc.io_out(0xcf9, 1, 0x02), IoOutcome::Continue);
+        assert_eq!(pc.io_out(0xcf9, 1, 0x06), IoOutcome::Reset);
+        assert_eq!(pc.io_in(0xcf9, 1), 0x06);
+        assert_eq!(pc.io_out(0x64, 1, 0xfe), IoOutcome::Reset);
+        // The PM timer through the bus.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(pc.io_in(0x608, 4), 3_579_545);
+    }
+
+    #[test]
+    fn guest_cannot_panic_the_platform() {
+        let (mut pc, clock, t0) = platform_at_wall_time();
+        let ports = (0x00..0x100u16)
+            .chain(0x600..0x610)
+            .chain([0xcf8, 0xcf9, 0xcfa]);
+        let mut n = 0u32;
+        for port in ports {
+            for size in 0..=8u8 {
+                for value in [0u32, 0xff, 0x5a5a_5a5a, 0xfefe_fefe, 0xffff_ffff, n] {
+                    let _ = pc.io_out(port, size, value);
+                    let _ = pc.io_in(port, size);
+                    n = n.wrapping_mul(0x9e37_79b9).wrapping_add(port.into());
+                }
+            }
+            clock.advance(Duration::from_micros(u64::from(port) * 7));
+            pc.update(clock.now());
+            while pc.acknowledge_interrupt().is_some() {}
+            let _ = pc.next_deadline();
+        }
+        pc.update(t0);
     }
 
     #[test]

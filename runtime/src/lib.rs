@@ -2,6 +2,7 @@
 //! slow paths, guest memory, callouts for privileged and sensitive instructions, the machine's
 //! devices and the boot loaders.
 
+pub mod acpi;
 pub mod callouts;
 pub mod interrupts;
 pub mod loader;
@@ -11,4 +12,4 @@ pub mod segments;
 pub mod stats;
 pub mod vm;
 
-pub use vm::{Vm, VmConfig, VmError, VmExit};
+pub use vm::{HostInput, Vm, VmConfig, VmError, VmExit};

@@ -25,6 +25,9 @@ pub struct Machine {
     pub stats: RuntimeStats,
     /// Guest TSC = host TSC + offset (design.md 3.3).
     pub tsc_offset: u64,
+    /// AMD NB_CFG and DE_CFG (callouts/msr.rs): plain storage.
+    pub amd_nb_cfg: u64,
+    pub amd_de_cfg: u64,
 }
 
 fn host_tsc() -> u64 {
@@ -79,6 +82,15 @@ impl Env for Machine {
     }
 }
 
+/// What the host console has for the guest, polled by the run loop.
+pub enum HostInput {
+    Nothing,
+    /// Bytes for the guest's serial port.
+    Bytes(Vec<u8>),
+    /// The user asked to quit (Ctrl-A x).
+    Quit,
+}
+
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
@@ -93,6 +105,8 @@ pub enum VmExit {
     Shutdown,
     /// `Vm::deadline` passed.
     Timeout,
+    /// The user quit from the console.
+    Quit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +117,8 @@ pub enum VmError {
     Load(#[from] multiboot::LoadError),
     #[error(transparent)]
     LoadLinux(#[from] linux::LinuxLoadError),
+    #[error(transparent)]
+    Acpi(#[from] crate::acpi::AcpiError),
 }
 
 pub struct VmConfig {
@@ -117,6 +133,8 @@ pub struct Vm {
     pub started: Instant,
     /// Stop with `VmExit::Timeout` at this instant (tests and fuzzing; `None` runs forever).
     pub deadline: Option<Instant>,
+    /// Polled between block batches and while halted: console input for the serial port.
+    pub input: Option<Box<dyn FnMut() -> HostInput>>,
 }
 
 /// Blocks run between device updates and interrupt checks.
@@ -135,6 +153,8 @@ impl Vm {
             devices: PcDevices::new(serial_out),
             stats: RuntimeStats::default(),
             tsc_offset: 0u64.wrapping_sub(host_tsc()),
+            amd_nb_cfg: 0,
+            amd_de_cfg: 1 << 1,
         };
         Ok(Vm {
             cpu: Box::new(CpuState::new()),
@@ -142,6 +162,7 @@ impl Vm {
             machine,
             started: Instant::now(),
             deadline: None,
+            input: None,
         })
     }
 
@@ -156,9 +177,16 @@ impl Vm {
         Ok(())
     }
 
-    /// Load a Linux bzImage or ELF vmlinux with an optional initrd (64-bit boot protocol).
+    /// Load a Linux bzImage or ELF vmlinux with an optional initrd (64-bit boot protocol),
+    /// with the machine's ACPI tables (the zero page points at the RSDP).
     pub fn load_linux(&mut self, boot: &linux::LinuxBoot) -> Result<(), VmError> {
-        linux::load(&self.machine.mem.ram, &mut self.cpu, boot)?;
+        let ram = &self.machine.mem.ram;
+        let rsdp = crate::acpi::write_tables(ram, &crate::acpi::AcpiConfig::default())?;
+        let boot = linux::LinuxBoot {
+            acpi_rsdp: Some(rsdp),
+            ..*boot
+        };
+        linux::load(ram, &mut self.cpu, &boot)?;
         Ok(())
     }
 
@@ -170,6 +198,13 @@ impl Vm {
                 return VmExit::Timeout;
             }
             self.cpu.exit_request = 0;
+            if let Some(poll) = self.input.as_mut() {
+                match poll() {
+                    HostInput::Nothing => {}
+                    HostInput::Bytes(b) => self.machine.devices.enqueue_serial_input(&b),
+                    HostInput::Quit => return VmExit::Quit,
+                }
+            }
             self.machine.devices.update(now);
             if !self.cpu.interrupt_shadow
                 && self.cpu.rflags & rflags::IF != 0

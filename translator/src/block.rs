@@ -50,6 +50,11 @@ pub struct Block {
     pub succ_rip: [u64; 2],
     /// Tier 1: the compiled code once the block got hot (cleared by cache flushes).
     pub jit: Cell<JitSlot>,
+    /// The block only raises the fault of fetching its instruction's bytes from the next page.
+    /// Never cached: the guest kernel may map that page without any TLB flush (not-present
+    /// entries are never cached by the CPU, SDM Vol. 3, 4.10.2.3), and the next run must fetch
+    /// again.
+    pub fetch_fault: bool,
 }
 
 impl Block {

@@ -260,6 +260,9 @@ impl Translator {
                 let block = Rc::new(scan_block(key, fetched, &buf));
                 self.stats.note_translation(&block, t0.elapsed());
                 trace::block(&block);
+                if block.fetch_fault {
+                    return Ok(block);
+                }
                 for page in self.cache.insert(block.clone()) {
                     cpu.tlb.drop_writes_to_phys(page);
                 }

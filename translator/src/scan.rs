@@ -26,6 +26,7 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
     let mut counts = ClassCounts::default();
     let page_end = (key.cs_base.wrapping_add(key.rip) | 0xfff).wrapping_add(1);
     let mut used_next_page = false;
+    let mut fetch_fault = false;
     let mut insn = Instruction::default();
     while !lifter.ended {
         let lin = key.cs_base.wrapping_add(decoder.ip());
@@ -36,13 +37,13 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
             break;
         }
         if !decoder.can_decode() {
-            end_without_bytes(&mut lifter, &insns, decoder.ip(), fault_after);
+            fetch_fault = end_without_bytes(&mut lifter, &insns, decoder.ip(), fault_after);
             break;
         }
         decoder.decode_out(&mut insn);
         if decoder.last_error() != DecoderError::None {
             if decoder.last_error() == DecoderError::NoMoreBytes {
-                end_without_bytes(&mut lifter, &insns, insn.ip(), fault_after);
+                fetch_fault = end_without_bytes(&mut lifter, &insns, insn.ip(), fault_after);
             } else {
                 // An invalid encoding: #UD when reached (SDM Vol. 3, 6.15 "Interrupt 6").
                 push_insn(&mut lifter, &mut insns, &insn);
@@ -108,6 +109,7 @@ pub fn scan_block(key: BlockKey, fetched: Fetched, bytes: &[u8]) -> Block {
         chain: [RefCell::new(None), RefCell::new(None)],
         succ_rip,
         jit: Cell::new(JitSlot::None),
+        fetch_fault,
     }
 }
 
@@ -121,14 +123,23 @@ fn push_insn(l: &mut Lifter, insns: &mut Vec<Instruction>, insn: &Instruction) {
 
 /// The bytes ran out: before the first instruction that is a fetch fault on the next page;
 /// later, the block simply ends there and the next block's fetch will fault precisely.
-fn end_without_bytes(l: &mut Lifter, insns: &[Instruction], ip: u64, fault: Option<Exception>) {
+/// End a block whose next instruction's bytes are not all available. Returns true when the
+/// block consists of raising the fetch fault (see `Block::fetch_fault`).
+fn end_without_bytes(
+    l: &mut Lifter,
+    insns: &[Instruction],
+    ip: u64,
+    fault: Option<Exception>,
+) -> bool {
     if insns.is_empty() {
         l.ops.push(Op::Insn { idx: 0, rip: ip });
         l.end(Op::Raise {
             e: fault.unwrap_or(Exception::gp(0)),
         });
+        true
     } else {
         l.end(Op::Jmp { target: ip });
+        false
     }
 }
 

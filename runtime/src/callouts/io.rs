@@ -40,8 +40,8 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
         Mnemonic::Out => {
             let port = port_of(cpu, 0);
             let v = get_reg(cpu, reg::RAX, size) as u32;
-            if let IoOutcome::Exit(code) = m.devices.io_out(port, size, v) {
-                return Ok(CalloutResult::Stop(StopReason::ExitCode(code)));
+            if let Some(stop) = stop_reason(m.devices.io_out(port, size, v)) {
+                return Ok(CalloutResult::Stop(stop));
             }
         }
         _ => {
@@ -87,8 +87,8 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
                 let lin = lin_of(cpu, seg, rsi);
                 let v = m.mem.read(cpu, lin, size, user)?;
                 set_reg(cpu, reg::RSI, asz, rsi.wrapping_add(step) & amask);
-                if let IoOutcome::Exit(code) = m.devices.io_out(port, size, v as u32) {
-                    return Ok(CalloutResult::Stop(StopReason::ExitCode(code)));
+                if let Some(stop) = stop_reason(m.devices.io_out(port, size, v as u32)) {
+                    return Ok(CalloutResult::Stop(stop));
                 }
             }
             if rep {
@@ -102,4 +102,13 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
         }
     }
     Ok(CalloutResult::Next)
+}
+
+/// Whether a port write ends the VM, and why.
+fn stop_reason(outcome: IoOutcome) -> Option<StopReason> {
+    match outcome {
+        IoOutcome::Continue => None,
+        IoOutcome::Exit(code) => Some(StopReason::ExitCode(code)),
+        IoOutcome::PowerOff | IoOutcome::Reset => Some(StopReason::Shutdown),
+    }
 }

@@ -25,6 +25,15 @@ pub const FS_BASE: u32 = 0xc000_0100;
 pub const GS_BASE: u32 = 0xc000_0101;
 pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub const TSC_AUX: u32 = 0xc000_0103;
+/// AMD SYSCFG (APM Vol. 2, 3.2.1): memory-system configuration; reads as 0 (no SME, no
+/// MTRR fixed-range extensions), writes #GP as nothing here is configurable.
+pub const AMD_SYSCFG: u32 = 0xc001_0010;
+/// AMD NB_CFG: northbridge configuration. Linux reads it on family 0x10+ to find out whether
+/// extended APIC IDs are on; a plain register here.
+pub const AMD_NB_CFG: u32 = 0xc001_001f;
+/// AMD DE_CFG: decode configuration; bit 1 makes LFENCE dispatch-serializing, which Linux sets
+/// (and which the translator honours trivially: it runs instructions in order).
+pub const AMD_DE_CFG: u32 = 0xc001_1029;
 
 pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     require_cpl0(cpu)?;
@@ -43,6 +52,13 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
 fn unknown(idx: u32) -> Exception {
     tracing::warn!(target: "btvisor::callouts", "access to unimplemented MSR {idx:#x}: #GP");
     Exception::gp(0)
+}
+
+/// The AMD model-specific registers exist only when the guest is told it runs on AMD (the CPUID
+/// model passes the host's vendor through).
+fn amd(cpu: &CpuState) -> bool {
+    let v = super::cpuid::leaf(cpu, 0, 0);
+    [v[1], v[3], v[2]] == [0x6874_7541, 0x6974_6e65, 0x444d_4163] // "AuthenticAMD"
 }
 
 fn canonical(v: u64) -> Result<u64, Exception> {
@@ -71,6 +87,9 @@ pub fn read(m: &mut Machine, cpu: &CpuState, idx: u32) -> Result<u64, Exception>
         GS_BASE => cpu.seg[Seg::Gs as usize].base,
         KERNEL_GS_BASE => cpu.msr.kernel_gs_base,
         TSC_AUX => cpu.msr.tsc_aux,
+        AMD_SYSCFG if amd(cpu) => 0,
+        AMD_NB_CFG if amd(cpu) => m.amd_nb_cfg,
+        AMD_DE_CFG if amd(cpu) => m.amd_de_cfg,
         // MTRR capability and default type: no MTRRs; platform and microcode IDs read as 0.
         0xfe | 0x2ff | 0x17 | 0x8b => 0,
         _ => return Err(unknown(idx)),
@@ -109,6 +128,8 @@ pub fn write(m: &mut Machine, cpu: &mut CpuState, idx: u32, v: u64) -> Result<()
         GS_BASE => cpu.seg[Seg::Gs as usize].base = canonical(v)?,
         KERNEL_GS_BASE => cpu.msr.kernel_gs_base = canonical(v)?,
         TSC_AUX => cpu.msr.tsc_aux = v & 0xffff_ffff,
+        AMD_NB_CFG if amd(cpu) => m.amd_nb_cfg = v,
+        AMD_DE_CFG if amd(cpu) => m.amd_de_cfg = v,
         0x2ff => {}
         _ => return Err(unknown(idx)),
     }

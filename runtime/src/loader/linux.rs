@@ -67,6 +67,7 @@ pub enum LinuxLoadError {
 }
 
 /// What the caller passes in.
+#[derive(Clone, Copy)]
 pub struct LinuxBoot<'a> {
     pub name: &'a str,
     pub kernel: &'a [u8],
@@ -162,11 +163,7 @@ pub fn load(ram: &GuestRam, cpu: &mut CpuState, boot: &LinuxBoot) -> Result<(), 
             HIGH_MEMORY_START - LOW_RESERVED_START,
             E820_RESERVED,
         ),
-        (
-            HIGH_MEMORY_START,
-            ram.size() - HIGH_MEMORY_START,
-            E820_RAM,
-        ),
+        (HIGH_MEMORY_START, ram.size() - HIGH_MEMORY_START, E820_RAM),
     ];
     for (i, (addr, size, type_)) in e820.into_iter().enumerate() {
         params.e820_table[i] = boot_e820_entry {
