@@ -209,6 +209,7 @@ inputs_hash=$(
     {
         sha256sum "$script" "$forkexec_src" | cut -d' ' -f1
         echo "busybox-static=$busybox_ver"
+        echo "$kernel_pkg=$kernel_ver"
         gcc --version | head -n1
         dpkg-query -W -f='libc6-dev=${Version}\n' libc6-dev 2>/dev/null || true
     } | sha256sum | cut -c1-16
@@ -229,6 +230,10 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 hostname btvisor
 cd /root
+# pvpanic reports a kernel panic to the VMM (btvisor exits with an error, QEMU stops).
+for m in pvpanic pvpanic-mmio; do
+    insmod /lib/modules/$m.ko || echo "btvisor guest: cannot load $m"
+done
 echo "btvisor guest: init started ($(uname -r))"
 # cttyhack reopens the real console (ttyS0, ...) so that it becomes the controlling terminal
 # of the shell's new session: job control and ^C work. Not exec'd: init must not return.
@@ -264,6 +269,13 @@ build_initrd() {
 
     log "compiling $(basename "$forkexec_src") (gcc -O2 -static)"
     gcc -O2 -static -Wall -Wextra -Werror -o "$stage/bin/forkexec" "$forkexec_src"
+
+    # The kernel modules init loads (the cloud kernel builds pvpanic as modules).
+    mkdir -p "$stage/lib/modules"
+    for m in pvpanic pvpanic-mmio; do
+        install -m 644 "$kernel_dir/lib/modules/$kernel_release/kernel/drivers/misc/pvpanic/$m.ko" \
+            "$stage/lib/modules/$m.ko" || die "$kernel_pkg has no $m.ko"
+    done
 
     write_init "$stage/init"
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"

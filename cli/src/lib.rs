@@ -19,6 +19,8 @@ pub const EXIT_TRIPLE_FAULT: i32 = 3;
 pub const EXIT_UNSUPPORTED: i32 = 4;
 /// Exit status when the guest halted with interrupts disabled (it can never continue).
 pub const EXIT_HALTED: i32 = 5;
+/// Exit status when the guest kernel reported a panic (pvpanic).
+pub const EXIT_GUEST_PANIC: i32 = 6;
 
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -121,7 +123,11 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     }
     Ok(match exit {
         VmExit::ExitCode(c) => c,
-        VmExit::Shutdown | VmExit::Timeout => 0,
+        VmExit::PowerOff | VmExit::Reset | VmExit::Timeout => 0,
+        VmExit::GuestPanic(dump) => {
+            eprintln!("btvisor: the guest kernel panicked; VM stopped\n{dump}");
+            EXIT_GUEST_PANIC
+        }
         VmExit::Quit => {
             eprintln!("btvisor: quit from the console");
             0

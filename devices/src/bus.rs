@@ -31,6 +31,8 @@ pub enum IoOutcome {
     /// The guest reset the machine: an i8042 reset pulse or a write to the
     /// Reset Control Register at 0xCF9.
     Reset,
+    /// The guest kernel reported a panic through pvpanic.
+    GuestPanic,
 }
 
 /// A device reachable through port I/O.

@@ -27,6 +27,7 @@ pub mod mmio;
 pub mod pc;
 pub mod pic;
 pub mod pit;
+pub mod pvpanic;
 pub mod reset_control;
 pub mod rtc;
 pub mod uart;

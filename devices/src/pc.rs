@@ -18,6 +18,7 @@
 //! | 0x600-0x603    | ACPI PM1a event block (PM1_STS, PM1_EN) |
 //! | 0x604-0x605    | ACPI PM1a control block (PM1_CNT)       |
 //! | 0x608-0x60B    | ACPI PM timer (32-bit, 3.579545 MHz)    |
+//! | 0x505          | pvpanic (guest kernel panic reports)    |
 //! | 0xCF9          | reset control register                  |
 //!
 //! Device-to-PIC wiring is done here rather than inside the devices:
@@ -43,6 +44,7 @@ use crate::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 use crate::i8042::{AUX_IRQ, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, KBD_IRQ};
 use crate::pic::{Pic, ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD};
 use crate::pit::{Pit, PIT_CHANNEL0, PORT_B};
+use crate::pvpanic::{PvPanic, PVPANIC_PORT};
 use crate::reset_control::{ResetControl, RESET_CONTROL_PORT};
 use crate::rtc::{Rtc, RTC_INDEX_PORT, RTC_IRQ, RTC_PORT_COUNT};
 use crate::uart::{Uart, COM1_BASE, COM1_IRQ, UART_PORT_COUNT};
@@ -157,7 +159,7 @@ impl PcDevices {
         let uart: SharedPioDevice = platform.uart.clone();
         let rtc: SharedPioDevice = platform.rtc.clone();
         let i8042: SharedPioDevice = platform.i8042.clone();
-        let map: [(u16, u16, SharedPioDevice); 13] = [
+        let map: [(u16, u16, SharedPioDevice); 14] = [
             (PIC_MASTER_CMD, 2, pic.clone()),
             (PIC_SLAVE_CMD, 2, pic.clone()),
             (ELCR_MASTER, 2, pic),
@@ -170,6 +172,7 @@ impl PcDevices {
             (DEBUG_EXIT_PORT, 1, Arc::new(Mutex::new(DebugExit))),
             (COM1_BASE, UART_PORT_COUNT, uart),
             (PM1A_EVT_BLK, ACPI_PM_PORT_COUNT, acpi_pm),
+            (PVPANIC_PORT, 1, Arc::new(Mutex::new(PvPanic))),
             (
                 RESET_CONTROL_PORT,
                 1,

@@ -102,7 +102,12 @@ pub enum VmExit {
     Unsupported(String),
     /// HLT with interrupts disabled: nothing can ever wake the vCPU.
     HaltedForever(String),
-    Shutdown,
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest reset the machine; btvisor stops rather than reboots (like QEMU -no-reboot).
+    Reset,
+    /// The guest kernel panicked (pvpanic), with a register dump.
+    GuestPanic(String),
     /// `Vm::deadline` passed.
     Timeout,
     /// The user quit from the console.
@@ -288,7 +293,11 @@ impl Vm {
                     }
                 }
                 RunExit::Stop(StopReason::ExitCode(c)) => return VmExit::ExitCode(c),
-                RunExit::Stop(StopReason::Shutdown) => return VmExit::Shutdown,
+                RunExit::Stop(StopReason::PowerOff) => return VmExit::PowerOff,
+                RunExit::Stop(StopReason::Reset) => return VmExit::Reset,
+                RunExit::Stop(StopReason::GuestPanic) => {
+                    return VmExit::GuestPanic(self.dump("the guest kernel panicked"))
+                }
                 RunExit::Stop(StopReason::Unsupported(what)) => {
                     let msg = format!("{what}: {}", self.describe_insn_at_rip());
                     return VmExit::Unsupported(self.dump(&msg));

@@ -45,7 +45,9 @@ fn random_code_never_crashes_the_monitor() {
                 "unsupported"
             }
             VmExit::HaltedForever(_) => "halted",
-            VmExit::Shutdown => "shutdown",
+            VmExit::PowerOff | VmExit::Reset => "shutdown",
+            VmExit::GuestPanic(_) => "panic",
+            VmExit::Quit => "quit",
             VmExit::Timeout => "timeout",
         };
         *outcomes.entry(kind).or_default() += 1;

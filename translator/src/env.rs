@@ -27,8 +27,12 @@ pub enum StopReason {
     ExitCode(i32),
     /// Something the translator cannot run yet (with the instruction at cpu.rip).
     Unsupported(&'static str),
-    /// The guest asked for a reset or power-off.
-    Shutdown,
+    /// The guest powered the machine off (ACPI S5).
+    PowerOff,
+    /// The guest reset the machine (i8042 pulse, port 0xCF9).
+    Reset,
+    /// The guest kernel reported a panic (pvpanic).
+    GuestPanic,
 }
 
 /// Implemented by the runtime for each vCPU.

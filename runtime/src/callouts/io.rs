@@ -109,6 +109,8 @@ fn stop_reason(outcome: IoOutcome) -> Option<StopReason> {
     match outcome {
         IoOutcome::Continue => None,
         IoOutcome::Exit(code) => Some(StopReason::ExitCode(code)),
-        IoOutcome::PowerOff | IoOutcome::Reset => Some(StopReason::Shutdown),
+        IoOutcome::PowerOff => Some(StopReason::PowerOff),
+        IoOutcome::Reset => Some(StopReason::Reset),
+        IoOutcome::GuestPanic => Some(StopReason::GuestPanic),
     }
 }
