@@ -17,6 +17,7 @@
 //! * [`ioapic`]: the 24-pin I/O APIC.
 
 pub mod acpi_pm;
+pub mod apics;
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
@@ -36,6 +37,7 @@ pub use acpi_pm::{
     AcpiPm, ACPI_PM_PORT_COUNT, PM1A_CNT_BLK, PM1A_EVT_BLK, PM_TIMER_FREQUENCY_HZ, PM_TMR_BLK,
     SLP_TYP_S5,
 };
+pub use apics::{Apics, PhysMmio};
 pub use bus::{BusError, IoOutcome, PioBus, PioDevice, SharedPioDevice};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_PORT};

@@ -44,6 +44,7 @@ use crate::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 use crate::i8042::{AUX_IRQ, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, KBD_IRQ};
 use crate::pic::{Pic, ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD};
 use crate::pit::{Pit, PIT_CHANNEL0, PORT_B};
+use crate::apics::Apics;
 use crate::pvpanic::{PvPanic, PVPANIC_PORT};
 use crate::reset_control::{ResetControl, RESET_CONTROL_PORT};
 use crate::rtc::{Rtc, RTC_INDEX_PORT, RTC_IRQ, RTC_PORT_COUNT};
@@ -94,6 +95,21 @@ pub struct PcDevices {
     uart: Arc<Mutex<Uart>>,
     rtc: Arc<Mutex<Rtc>>,
     i8042: Arc<Mutex<I8042>>,
+    apics: Arc<Mutex<Apics>>,
+}
+
+/// Physical-address width the local APIC checks IA32_APIC_BASE against; the runtime's CPUID
+/// model reports the same (runtime `mmu::walk::MAXPHYADDR`).
+pub const APIC_MAXPHYADDR: u32 = 40;
+
+/// The I/O APIC input of an ISA IRQ: the identity, but for the PIT's IRQ 0, which is wired to
+/// pin 2 as on every PC (the MADT's interrupt source override says so).
+fn isa_irq_to_gsi(irq: u8) -> u8 {
+    if irq == PIT_IRQ {
+        2
+    } else {
+        irq
+    }
 }
 
 impl std::fmt::Debug for PcDevices {
@@ -145,6 +161,7 @@ impl PcDevices {
         let uart = Arc::new(Mutex::new(Uart::new(COM1_BASE, serial_out)));
         let rtc = Arc::new(Mutex::new(Rtc::with_wall_time(clock.clone(), wall)));
         let i8042 = Arc::new(Mutex::new(I8042::new()));
+        let apics = Arc::new(Mutex::new(Apics::new(clock.clone(), APIC_MAXPHYADDR)));
         let acpi_pm: SharedPioDevice = Arc::new(Mutex::new(AcpiPm::new(clock)));
         let mut platform = Self {
             bus: PioBus::new(),
@@ -153,6 +170,7 @@ impl PcDevices {
             uart,
             rtc,
             i8042,
+            apics,
         };
         let pic: SharedPioDevice = platform.pic.clone();
         let pit: SharedPioDevice = platform.pit.clone();
@@ -240,6 +258,7 @@ impl PcDevices {
     pub fn update(&mut self, now: Instant) {
         lock(&self.pit).update(now);
         lock(&self.rtc).update(now);
+        lock(&self.apics).lapic.update(now);
         self.route_interrupts();
     }
 
@@ -256,36 +275,58 @@ impl PcDevices {
             (RTC_IRQ, lock(&self.rtc).take_irq()),
             (AUX_IRQ, aux),
         ];
+        // Every ISA line reaches both the 8259 pair and the I/O APIC, as on a PC; which one
+        // the guest listens to is its choice (masks, LINT0, redirection entries).
         if requests.iter().any(|&(_, raised)| raised) {
             let mut pic = lock(&self.pic);
+            let mut apics = lock(&self.apics);
             for (irq, raised) in requests {
                 if raised {
                     pic.pulse_irq(irq);
+                    apics.pulse(isa_irq_to_gsi(irq));
                 }
             }
         }
     }
 
-    /// The PIC's INTR output: an interrupt is waiting for the CPU.
+    /// An interrupt is waiting for the CPU: a local APIC vector above the processor priority,
+    /// or the PIC's INTR through LINT0 in virtual-wire (ExtINT) mode or with the local APIC
+    /// disabled (SDM Vol. 3, 10.4.3 and the MP spec's virtual wire mode).
     pub fn interrupt_pending(&self) -> bool {
-        lock(&self.pic).has_interrupt()
+        let apics = lock(&self.apics);
+        apics.lapic.pending_vector().is_some()
+            || (apics.lapic.lint0_extint_enabled() && lock(&self.pic).has_interrupt())
     }
 
-    /// The INTA cycle: the vector to deliver, or `None` if INTR is low.
+    /// The INTA cycle: the vector to deliver, or `None` if nothing is pending any more.
     pub fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        lock(&self.pic).acknowledge()
+        let mut apics = lock(&self.apics);
+        if apics.lapic.pending_vector().is_some() {
+            return apics.lapic.acknowledge();
+        }
+        if apics.lapic.lint0_extint_enabled() {
+            return lock(&self.pic).acknowledge();
+        }
+        None
+    }
+
+    /// The local APIC and I/O APIC, for the CPU's MMIO, MSR and CR8 paths.
+    pub fn apics(&self) -> &Arc<Mutex<Apics>> {
+        &self.apics
     }
 
     /// The earliest instant at which a timer (PIT or RTC) will request an
     /// interrupt, for sleeping in HLT. May be in the past: call
     /// [`PcDevices::update`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        let pit = lock(&self.pit).next_deadline();
-        let rtc = lock(&self.rtc).next_deadline();
-        match (pit, rtc) {
-            (Some(p), Some(r)) => Some(p.min(r)),
-            (p, r) => p.or(r),
-        }
+        [
+            lock(&self.pit).next_deadline(),
+            lock(&self.rtc).next_deadline(),
+            lock(&self.apics).lapic.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Feeds console input to COM1's receiver.

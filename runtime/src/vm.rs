@@ -8,7 +8,8 @@ use crate::loader::{linux, multiboot};
 use crate::memory::{GuestRam, MemoryError};
 use crate::mmu::Memory;
 use crate::stats::RuntimeStats;
-use btvisor_devices::PcDevices;
+use btvisor_devices::{PcDevices, PhysMmio};
+use std::sync::{Arc, Mutex};
 use btvisor_translator::classify::CalloutKind;
 use btvisor_translator::cpu::{cr, rflags, CpuState, Seg};
 use btvisor_translator::env::{CalloutResult, Env, Fetched, StopReason};
@@ -153,9 +154,15 @@ impl Vm {
         let ram = GuestRam::new(config.mem_bytes)?;
         let translator = Translator::new();
         let code_pages = translator.cache.code_pages.clone();
+        let devices = PcDevices::new(serial_out);
+        let mmio: Arc<Mutex<dyn PhysMmio>> = devices.apics().clone();
         let machine = Machine {
-            mem: Memory { ram, code_pages },
-            devices: PcDevices::new(serial_out),
+            mem: Memory {
+                ram,
+                code_pages,
+                mmio: Some(mmio),
+            },
+            devices,
             stats: RuntimeStats::default(),
             tsc_offset: 0u64.wrapping_sub(host_tsc()),
             amd_nb_cfg: 0,

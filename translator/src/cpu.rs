@@ -181,7 +181,6 @@ pub struct Msrs {
     pub sysenter_eip: u64,
     pub tsc_aux: u64,
     pub pat: u64,
-    pub apic_base: u64,
     pub misc_enable: u64,
     pub tsc_offset: i64,
 }

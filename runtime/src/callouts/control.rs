@@ -166,7 +166,13 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
                 if v & !0xf != 0 {
                     return Err(Exception::gp(0));
                 }
+                // CR8 is the local APIC's TPR[7:4] (SDM Vol. 3, 10.8.6.1).
                 cpu.cr8 = v;
+                m.devices
+                    .apics()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set_cr8(v);
             }
             _ => return Err(Exception::ud()),
         }
@@ -178,7 +184,13 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
             Register::CR2 => cpu.cr2,
             Register::CR3 => cpu.cr3,
             Register::CR4 => cpu.cr4,
-            Register::CR8 => cpu.cr8,
+            Register::CR8 => m
+                .devices
+                .apics()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .lapic
+                .cr8(),
             _ => return Err(Exception::ud()),
         };
         operand::reg_write(cpu, gpr, v);

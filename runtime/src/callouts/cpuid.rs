@@ -50,7 +50,7 @@ pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             r[1] &= 0x0000_ffff;
             r[1] |= 1 << 16;
             // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), FMA(12), PDCM(15),
-            // PCID(17), x2APIC(21), TSC-deadline(24), XSAVE(26), OSXSAVE(27), AVX(28), F16C(29),
+            // PCID(17), x2APIC(21, set again below), TSC-deadline(24, not modelled), XSAVE(26), OSXSAVE(27), AVX(28), F16C(29),
             // and set the hypervisor bit (31). No XSAVE/AVX: the native-step engine runs legacy
             // x87/SSE only (ARCHITECTURE.md, known limits).
             r[2] &= !((1 << 3)
@@ -68,8 +68,11 @@ pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
                 | (1 << 28)
                 | (1 << 29));
             r[2] |= 1 << 31;
-            // EDX: no local APIC yet (9), no ACPI thermal (22), no TM (29), no PBE (31), no HTT (28).
-            r[3] &= !((1 << 9) | (1 << 22) | (1 << 28) | (1 << 29) | (1 << 31));
+            // x2APIC (21): the local APIC model has the MSR interface too.
+            r[2] |= 1 << 21;
+            // EDX: local APIC (9); no ACPI thermal (22), no TM (29), no PBE (31), no HTT (28).
+            r[3] &= !((1 << 22) | (1 << 28) | (1 << 29) | (1 << 31));
+            r[3] |= 1 << 9;
             r
         }
         7 if sub == 0 => {
@@ -85,6 +88,8 @@ pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
         }
         // XSAVE state enumeration: nothing, as CPUID.1:ECX.XSAVE is clear (SDM Vol. 1, 13.2).
         0xd => [0; 4],
+        // Thermal and power: only ARAT (EAX bit 2), the APIC timer runs in every C-state.
+        6 if leaf <= max_basic => [1 << 2, 0, 0, 0],
         2..=0xc if leaf <= max_basic => {
             if matches!(leaf, 2 | 4) {
                 host(leaf, sub)

@@ -49,8 +49,25 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     Ok(CalloutResult::Next)
 }
 
+/// The x2APIC register MSRs (SDM Vol. 3, 10.12.1.2).
+const X2APIC_FIRST: u32 = btvisor_devices::X2APIC_MSR_FIRST;
+const X2APIC_LAST: u32 = btvisor_devices::X2APIC_MSR_LAST;
+
+fn lock_apics(m: &Machine) -> std::sync::MutexGuard<'_, btvisor_devices::Apics> {
+    m.devices
+        .apics()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Every local APIC fault is a #GP(0) at the RDMSR/WRMSR.
+fn apic_fault(e: btvisor_devices::ApicFault) -> Exception {
+    tracing::debug!(target: "btvisor::callouts", "local APIC MSR access faults: {e}");
+    Exception::gp(0)
+}
+
 fn unknown(idx: u32) -> Exception {
-    tracing::warn!(target: "btvisor::callouts", "access to unimplemented MSR {idx:#x}: #GP");
+    tracing::debug!(target: "btvisor::callouts", "access to unimplemented MSR {idx:#x}: #GP");
     Exception::gp(0)
 }
 
@@ -72,7 +89,8 @@ fn canonical(v: u64) -> Result<u64, Exception> {
 pub fn read(m: &mut Machine, cpu: &CpuState, idx: u32) -> Result<u64, Exception> {
     Ok(match idx {
         IA32_TSC => m.guest_tsc(cpu),
-        IA32_APIC_BASE => cpu.msr.apic_base,
+        IA32_APIC_BASE => lock_apics(m).lapic.base_msr(),
+        X2APIC_FIRST..=X2APIC_LAST => lock_apics(m).msr_read(idx).map_err(apic_fault)?,
         IA32_SYSENTER_CS => cpu.msr.sysenter_cs,
         IA32_SYSENTER_ESP => cpu.msr.sysenter_esp,
         IA32_SYSENTER_EIP => cpu.msr.sysenter_eip,
@@ -99,7 +117,8 @@ pub fn read(m: &mut Machine, cpu: &CpuState, idx: u32) -> Result<u64, Exception>
 pub fn write(m: &mut Machine, cpu: &mut CpuState, idx: u32, v: u64) -> Result<(), Exception> {
     match idx {
         IA32_TSC => m.set_guest_tsc(cpu, v),
-        IA32_APIC_BASE => cpu.msr.apic_base = v,
+        IA32_APIC_BASE => lock_apics(m).set_base_msr(v).map_err(apic_fault)?,
+        X2APIC_FIRST..=X2APIC_LAST => lock_apics(m).msr_write(idx, v).map_err(apic_fault)?,
         IA32_SYSENTER_CS => cpu.msr.sysenter_cs = v & 0xffff,
         IA32_SYSENTER_ESP => cpu.msr.sysenter_esp = canonical(v)?,
         IA32_SYSENTER_EIP => cpu.msr.sysenter_eip = canonical(v)?,

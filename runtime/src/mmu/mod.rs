@@ -5,16 +5,20 @@
 pub mod walk;
 
 use crate::memory::GuestRam;
+use btvisor_devices::PhysMmio;
+use std::sync::{Arc, Mutex};
 use btvisor_translator::cache::SharedCodePages;
 use btvisor_translator::cpu::{cr, CpuState};
 use btvisor_translator::exception::Exception;
 use btvisor_translator::Fetched;
 pub use walk::{Access, AccessKind, Translation};
 
-/// The memory side of a vCPU: RAM and the set of pages holding translations.
+/// The memory side of a vCPU: RAM, the set of pages holding translations, and the MMIO
+/// devices decoding physical addresses outside RAM (the local APIC and I/O APIC pages).
 pub struct Memory {
     pub ram: GuestRam,
     pub code_pages: SharedCodePages,
+    pub mmio: Option<Arc<Mutex<dyn PhysMmio>>>,
 }
 
 /// In 64-bit paging, linear addresses must be canonical (bits 63..47 equal).
@@ -47,9 +51,19 @@ impl Memory {
         Ok(t.phys)
     }
 
+    fn mmio(&self) -> Option<std::sync::MutexGuard<'_, dyn PhysMmio + 'static>> {
+        self.mmio
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     fn phys_read(&self, phys: u64, size: u8) -> u64 {
         let mut b = [0u8; 8];
-        if self.ram.read(phys, &mut b[..size as usize]) {
+        if self.ram.read(phys, &mut b[..size as usize])
+            || self
+                .mmio()
+                .is_some_and(|mut m| m.read(phys, &mut b[..size as usize]))
+        {
             u64::from_le_bytes(b)
         } else {
             // Nothing decodes the address: the bus floats high.
@@ -60,6 +74,13 @@ impl Memory {
 
     fn phys_write(&self, cpu: &mut CpuState, phys: u64, size: u8, v: u64) {
         let bytes = v.to_le_bytes();
+        if !self.ram.contains(phys, size as u64)
+            && self
+                .mmio()
+                .is_some_and(|mut m| m.write(phys, &bytes[..size as usize]))
+        {
+            return;
+        }
         if !self.ram.write(phys, &bytes[..size as usize]) {
             tracing::debug!(target: "btvisor::mmu", "write to unbacked physical address {phys:#x} ignored");
             return;

@@ -8,6 +8,8 @@ use btvisor_translator::exception::{pf, Exception};
 
 /// Physical-address width this virtual CPU reports (CPUID 0x80000008).
 pub const MAXPHYADDR: u32 = 40;
+// The local APIC checks IA32_APIC_BASE against the same width.
+const _: () = assert!(MAXPHYADDR == btvisor_devices::pc::APIC_MAXPHYADDR);
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AccessKind {
