@@ -3,6 +3,8 @@
 # patch an immediate and rerun (several times), patch the very next instruction without a jump
 # in between, flip a 5-byte jmp to a 5-byte nop and back, and write code into a fresh page
 # through one virtual mapping and execute it through another (alias) mapping, then rewrite it.
+# Last, an instruction that straddles into a not-present page: the #PF handler maps the page
+# without INVLPG (not-present entries are never cached) and the retried fetch must see it.
 # expect-exit: 1
 .include "multiboot.inc"
 .include "long64.inc"
@@ -117,12 +119,46 @@ main64:
     call *%rdx
     PUTHEX32 "exec through the write alias", %eax
 
+    # --- demand-mapped code: `mov $imm32, %eax` starts 2 bytes before the end of a present page
+    # and ends in a not-present one; the #PF handler maps it (no INVLPG) and returns
+    lea code_page2(%rip), %rax
+    or $3, %rax
+    mov %rax, code_pt+16(%rip)         # CODE_X + 0x1000: present
+    mov %cr3, %rax
+    mov %rax, %cr3
+    mov $CODE_X + 0x1000, %rdi
+    lea code_page3(%rip), %rsi         # write through the identity map: page 3 is not mapped yet
+    movw $0xb890, 0xffd(%rdi)          # nop; b8 = mov $imm32, %eax (starts at 0xffe)
+    # b8 at 0xffe and imm byte 0 at 0xfff of page 2; imm bytes 1..3 and a ret at 0..3 of page 3
+    movb $0x11, 0xfff(%rdi)            # imm byte 0 (little-endian)
+    movb $0x22, (%rsi)                 # imm byte 1
+    movb $0x33, 1(%rsi)                # imm byte 2
+    movb $0x44, 2(%rsi)                # imm byte 3
+    movb $0xc3, 3(%rsi)                # ret
+    lea map_page3(%rip), %rax
+    mov %rax, exc_handlers+14*8(%rip)
+    movl $0, page3_faults(%rip)
+    mov $CODE_X + 0x1000 + 0xffd, %rax
+    call *%rax
+    PUTHEX32 "straddling fetch", %eax
+    mov page3_faults(%rip), %eax
+    PUTHEX32 "page faults to map it", %eax
+    movq $0, exc_handlers+14*8(%rip)
+
     PUTS "done\n"
     mov $0, %al
     call exit
 
 patch_imm:
     mov $0x11111111, %eax
+    ret
+
+# #PF handler: map code_page3 at CODE_X + 0x2000 (the faulting page), count, retry.
+map_page3:
+    incl page3_faults(%rip)
+    lea code_page3(%rip), %rax
+    or $3, %rax
+    mov %rax, code_pt+24(%rip)
     ret
 
 static_key:
@@ -164,3 +200,6 @@ key_jmp_orig:
 code_pd: .skip 4096
 code_pt: .skip 4096
 code_page: .skip 4096
+code_page2: .skip 4096
+code_page3: .skip 4096
+page3_faults: .skip 8

@@ -3,8 +3,8 @@
 
 use crate::block::{Block, BlockKey};
 use crate::jit::{Jit, JitSlot};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Guest-physical pages holding translations, shared with the runtime's MMU: it routes writes
@@ -51,8 +51,8 @@ impl Default for TranslationCache {
 impl TranslationCache {
     pub fn new() -> Self {
         TranslationCache {
-            blocks: HashMap::new(),
-            by_page: HashMap::new(),
+            blocks: HashMap::default(),
+            by_page: HashMap::default(),
             code_pages: Rc::new(RefCell::new(CodePages::default())),
             invalidated: 0,
             flushes: 0,

@@ -39,7 +39,7 @@ pub enum CalloutKind {
     Invlpg,
     Msr,
     Cpuid,
-    /// RDTSC/RDTSCP/RDPID.
+    /// RDPID (RDTSC/RDTSCP are lifted through a helper).
     TimeStamp,
     Swapgs,
     /// XGETBV/XSETBV.
@@ -115,7 +115,9 @@ pub fn classify(insn: &Instruction) -> Class {
         Invlpg | Invpcid => c(K::Invlpg),
         Rdmsr | Wrmsr => c(K::Msr),
         Cpuid => c(K::Cpuid),
-        Rdtsc | Rdtscp | Rdpid => c(K::TimeStamp),
+        // RDTSC/RDTSCP are lifted (a helper checks CR4.TSD); RDPID reads IA32_TSC_AUX.
+        Rdtsc | Rdtscp => Class::Lift,
+        Rdpid => c(K::TimeStamp),
         Swapgs => c(K::Swapgs),
         Xgetbv | Xsetbv => c(K::ExtendedControl),
         Wbinvd | Invd | Wbnoinvd => c(K::CacheControl),

@@ -11,7 +11,7 @@ use crate::jit::{run_compiled, JitCode, JitSlot, JIT_CODE_LIMIT};
 use crate::scan::{scan_block, MAX_FETCH};
 use crate::stats::Stats;
 use crate::trace;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -80,7 +80,7 @@ impl Translator {
     pub fn new() -> Self {
         Translator {
             cache: TranslationCache::new(),
-            jump_cache: HashMap::new(),
+            jump_cache: HashMap::default(),
             tlb_generation: 0,
             stats: Stats::default(),
             recent: [u64::MAX; 16],

@@ -22,6 +22,12 @@ pub enum CcOp {
     Inc = 6,
     /// `aux` = CF before the instruction (DEC leaves CF alone).
     Dec = 7,
+    /// IMUL with a truncated result: CF = OF = (`aux` != 0), i.e. the signed product did not
+    /// fit; SF, ZF and PF follow the result and AF is 0 (all four are undefined in the SDM).
+    Mul = 8,
+    /// SHL/SHR/SAR by a constant count: `aux` holds CF and OF at their RFLAGS positions;
+    /// SF, ZF and PF follow the result and AF is 0 (undefined in the SDM).
+    Shift = 9,
 }
 
 impl CcOp {
@@ -34,6 +40,8 @@ impl CcOp {
             5 => CcOp::Logic,
             6 => CcOp::Inc,
             7 => CcOp::Dec,
+            8 => CcOp::Mul,
+            9 => CcOp::Shift,
             _ => CcOp::Eflags,
         }
     }
@@ -139,6 +147,12 @@ pub fn arith_flags(cc: &LazyFlags) -> u64 {
             }
             f |= (a ^ 1 ^ r) & 0x10;
         }
+        CcOp::Mul => {
+            if cc.aux != 0 {
+                f |= CF | OF;
+            }
+        }
+        CcOp::Shift => f |= cc.aux & (CF | OF),
         CcOp::Eflags => unreachable!("handled above"),
     }
     f
@@ -150,7 +164,7 @@ pub fn carry_flag(cc: &LazyFlags) -> u64 {
     match CcOp::from_u32(cc.op) {
         CcOp::Eflags => cc.src1 & CF,
         CcOp::Logic => 0,
-        CcOp::Inc | CcOp::Dec => cc.aux & CF,
+        CcOp::Inc | CcOp::Dec | CcOp::Shift => cc.aux & CF,
         CcOp::Add => ((cc.res & size_mask(cc.size)) < (cc.src1 & size_mask(cc.size))) as u64,
         CcOp::Sub => ((cc.src1 & size_mask(cc.size)) < (cc.src2 & size_mask(cc.size))) as u64,
         _ => arith_flags(cc) & CF,

@@ -175,6 +175,7 @@ fn bin(op: BinOp, a: u64, b: u64) -> u64 {
         BinOp::Shr => a.wrapping_shr(b as u32),
         BinOp::Sar => ((a as i64).wrapping_shr(b as u32)) as u64,
         BinOp::Mul => a.wrapping_mul(b),
+        BinOp::MulHiS => ((a as i64 as i128 * b as i64 as i128) >> 64) as u64,
     }
 }
 

@@ -34,6 +34,8 @@ pub enum BinOp {
     Shr,
     Sar,
     Mul,
+    /// The high 64 bits of the signed 128-bit product (IMUL's overflow check at 64 bits).
+    MulHiS,
 }
 
 /// Arguments of a helper call.

@@ -100,23 +100,8 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
             Ok(CalloutResult::Next)
         }
         CalloutKind::TimeStamp => {
-            if cpu.cr4 & (1 << 2) != 0 && cpu.cpl() != 0 && insn.mnemonic() != Mnemonic::Rdpid {
-                // CR4.TSD
-                return Err(Exception::gp(0));
-            }
-            let tsc = m.guest_tsc(cpu);
-            match insn.mnemonic() {
-                Mnemonic::Rdpid => {
-                    operand::reg_write(cpu, insn.op0_register(), cpu.msr.tsc_aux);
-                }
-                m => {
-                    cpu.gpr[0] = tsc & 0xffff_ffff;
-                    cpu.gpr[2] = tsc >> 32;
-                    if m == Mnemonic::Rdtscp {
-                        cpu.gpr[1] = cpu.msr.tsc_aux & 0xffff_ffff;
-                    }
-                }
-            }
+            // RDPID (RDTSC/RDTSCP are lifted: helpers/timestamp.rs in the translator).
+            operand::reg_write(cpu, insn.op0_register(), cpu.msr.tsc_aux);
             Ok(CalloutResult::Next)
         }
         CalloutKind::Undefined => Err(Exception::ud()),

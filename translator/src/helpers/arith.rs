@@ -179,20 +179,6 @@ fn sext128(v: u64, sz: u8) -> i128 {
     (((v as u128) << (128 - bits)) as i128) >> (128 - bits)
 }
 
-/// Two- and three-operand IMUL: the truncated product; CF=OF when it does not fit.
-fn imul2(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {
-    let sz = x.sz;
-    let p = sext128(x.a, sz) * sext128(x.b, sz);
-    let lo = (p as u64) & size_mask(sz as u32);
-    let overflow = p != sext128(lo, sz);
-    set_arith(cpu, szp(lo, sz as u32) | if overflow { CF | OF } else { 0 });
-    Ok(lo)
-}
-pub const IMUL2: Helper = Helper {
-    name: "imul2",
-    f: imul2,
-};
-
 /// DIV/IDIV: RDX:RAX (or AX) / a; #DE on a zero divisor or a quotient that does not fit.
 /// Flags are undefined; they are left unchanged.
 fn div(cpu: &mut CpuState, _env: &mut dyn Env, x: &HelperArgs) -> Result<u64, Exception> {

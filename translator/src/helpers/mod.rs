@@ -6,6 +6,7 @@ pub mod arith;
 pub mod flagops;
 pub mod frame;
 pub mod string;
+pub mod timestamp;
 
 use crate::cpu::{rflags, CpuState};
 use crate::flags::{arith_flags, CcOp, LazyFlags};

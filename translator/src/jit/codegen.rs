@@ -467,14 +467,16 @@ impl<'a, 'f> Gen<'a, 'f> {
                     _ => return None,
                 }
             }
-            CcOp::Add | CcOp::Adc | CcOp::Sbb | CcOp::Inc | CcOp::Dec => match base {
-                x if x == Cond::E as u8 => {
-                    let r = self.and_k(k.r, m);
-                    self.b.ins().icmp_imm_u(IntCC::Equal, r, 0)
+            CcOp::Add | CcOp::Adc | CcOp::Sbb | CcOp::Inc | CcOp::Dec | CcOp::Mul | CcOp::Shift => {
+                match base {
+                    x if x == Cond::E as u8 => {
+                        let r = self.and_k(k.r, m);
+                        self.b.ins().icmp_imm_u(IntCC::Equal, r, 0)
+                    }
+                    x if x == Cond::S as u8 => self.sign(k.r, k.sz),
+                    _ => return None,
                 }
-                x if x == Cond::S as u8 => self.sign(k.r, k.sz),
-                _ => return None,
-            },
+            }
             CcOp::Eflags => return None,
         };
         Some(self.negate_if(cc, v))
@@ -519,7 +521,7 @@ impl<'a, 'f> Gen<'a, 'f> {
                     Some(self.b.ins().icmp(IntCC::UnsignedLessThan, r, a))
                 }
                 CcOp::Logic => return self.k(0),
-                CcOp::Inc | CcOp::Dec => return self.and_k(k.aux, 1),
+                CcOp::Inc | CcOp::Dec | CcOp::Shift => return self.and_k(k.aux, 1),
                 _ => None,
             };
             if let Some(b) = bit {
@@ -586,6 +588,7 @@ impl<'a, 'f> Gen<'a, 'f> {
                         BinOp::Shr => ins.ushr(a, b),
                         BinOp::Sar => ins.sshr(a, b),
                         BinOp::Mul => ins.imul(a, b),
+                        BinOp::MulHiS => ins.smulhi(a, b),
                     };
                     self.set_temp(d, v);
                 }

@@ -162,6 +162,12 @@ impl Jit {
             "enable_verifier",
             if self.verify { "true" } else { "false" },
         )?;
+        // Blocks are small and compile time dominates a Linux boot (tens of thousands of hot
+        // blocks): the single-pass register allocator compiles much faster than the
+        // backtracking one, at a small cost in code quality (BENCHMARKS.md).
+        if self.opt != JitOpt::Speed {
+            set(&mut flags, "regalloc_algorithm", "single_pass")?;
+        }
         set(&mut flags, "is_pic", "false")?;
         set(&mut flags, "use_colocated_libcalls", "false")?;
         let isa = cranelift_native::builder()

@@ -2,7 +2,7 @@
 
 use super::{LiftError, Lifter};
 use crate::flags::CcOp;
-use crate::helpers::arith::{BCD, BOUND, DIV, IMUL2, MUL1, SHIFT};
+use crate::helpers::arith::{BCD, BOUND, DIV, MUL1, SHIFT};
 use crate::ir::BinOp;
 use iced_x86::{Instruction, Mnemonic};
 
@@ -80,6 +80,9 @@ pub fn arith(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
 /// probed for writability first so that a #PF leaves the flags untouched.
 pub fn shift(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     let sz = Lifter::op_size(insn, 0);
+    if let Some(count) = constant_shift_count(insn, sz) {
+        return shift_by_constant(l, insn, sz, count);
+    }
     let a = l.read_op(insn, 0)?;
     let (count, c) = match insn.mnemonic() {
         Mnemonic::Shld | Mnemonic::Shrd => {
@@ -100,6 +103,73 @@ pub fn shift(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     l.write_op(insn, 0, r)
 }
 
+/// The masked count of SHL/SAL/SHR/SAR by an immediate (or the implicit 1), when it is nonzero
+/// and below the operand width: those are lifted inline; a zero count (flags unchanged), counts
+/// past a narrow operand, rotates and double shifts go through the helper.
+fn constant_shift_count(insn: &Instruction, sz: u8) -> Option<u32> {
+    use iced_x86::OpKind;
+    if !matches!(
+        insn.mnemonic(),
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+    ) {
+        return None;
+    }
+    let raw = match insn.op_count() {
+        1 => 1,
+        _ if insn.op_kind(1) == OpKind::Immediate8 => u32::from(insn.immediate8()),
+        _ => return None,
+    };
+    let count = raw & if sz == 8 { 63 } else { 31 };
+    (count != 0 && count < u32::from(sz) * 8).then_some(count)
+}
+
+/// SHL/SHR/SAR by a constant `count` in 1..width (SDM Vol. 2B, SAL/SAR/SHL/SHR): CF is the
+/// last bit shifted out; OF (defined for a count of 1) is MSB(result) XOR CF for SHL, the
+/// original MSB for SHR and 0 for SAR; the same formulas are used for larger counts, where OF
+/// is undefined.
+fn shift_by_constant(
+    l: &mut Lifter,
+    insn: &Instruction,
+    sz: u8,
+    count: u32,
+) -> Result<(), LiftError> {
+    let bits = u64::from(sz) * 8;
+    let c = u64::from(count);
+    let a = l.read_op(insn, 0)?;
+    let (r, cf, of) = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => {
+            let out = l.bin_imm(BinOp::Shr, a, bits - c);
+            let cf = l.bin_imm(BinOp::And, out, 1);
+            let r = l.bin_imm(BinOp::Shl, a, c);
+            let msb = l.bin_imm(BinOp::Shr, r, bits - 1);
+            let msb = l.bin_imm(BinOp::And, msb, 1);
+            let of = l.bin(BinOp::Xor, msb, cf);
+            (r, cf, of)
+        }
+        Mnemonic::Shr => {
+            let a = l.zext(a, sz);
+            let out = l.bin_imm(BinOp::Shr, a, c - 1);
+            let cf = l.bin_imm(BinOp::And, out, 1);
+            let r = l.bin_imm(BinOp::Shr, a, c);
+            let of = l.bin_imm(BinOp::Shr, a, bits - 1);
+            (r, cf, of)
+        }
+        _ => {
+            let a = l.sext(a, sz);
+            let out = l.bin_imm(BinOp::Sar, a, c - 1);
+            let cf = l.bin_imm(BinOp::And, out, 1);
+            let r = l.bin_imm(BinOp::Sar, a, c);
+            (r, cf, l.konst(0))
+        }
+    };
+    l.write_op(insn, 0, r)?;
+    let of = l.bin_imm(BinOp::Shl, of, 11);
+    let aux = l.bin(BinOp::Or, cf, of);
+    let zero = l.konst(0);
+    l.flags(CcOp::Shift, sz, a, zero, r, aux);
+    Ok(())
+}
+
 pub fn muldiv(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
     match (insn.mnemonic(), insn.op_count()) {
         (Mnemonic::Mul | Mnemonic::Imul, 1) => {
@@ -114,9 +184,21 @@ pub fn muldiv(l: &mut Lifter, insn: &Instruction) -> Result<(), LiftError> {
             } else {
                 (l.read_op(insn, 1)?, l.read_op(insn, 2)?)
             };
-            // Immediates are sign-extended by the decoder to the operand size.
-            let r = l.call(IMUL2, sz, x, y, y);
+            // Immediates are sign-extended by the decoder to the operand size. The product is
+            // exact in 64 bits below 64-bit operands; at 64 bits its high half decides.
+            let (xs, ys) = (l.sext(x, sz), l.sext(y, sz));
+            let p = l.bin(BinOp::Mul, xs, ys);
+            let (r, overflow) = if sz < 8 {
+                let r = l.zext(p, sz);
+                let back = l.sext(p, sz);
+                (r, l.bin(BinOp::Xor, back, p))
+            } else {
+                let hi = l.bin(BinOp::MulHiS, xs, ys);
+                let sign = l.bin_imm(BinOp::Sar, p, 63);
+                (p, l.bin(BinOp::Xor, hi, sign))
+            };
             l.write_op(insn, 0, r)?;
+            l.flags(CcOp::Mul, sz, xs, ys, r, overflow);
         }
         (Mnemonic::Div | Mnemonic::Idiv, 1) => {
             let sz = Lifter::op_size(insn, 0);

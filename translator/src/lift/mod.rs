@@ -90,6 +90,11 @@ impl Lifter {
             }
             Shl | Sal | Shr | Sar | Rol | Ror | Rcl | Rcr | Shld | Shrd => alu::shift(self, insn),
             Mul | Imul | Div | Idiv => alu::muldiv(self, insn),
+            Rdtsc | Rdtscp => {
+                let z = self.konst(0);
+                self.call(crate::helpers::timestamp::TIMESTAMP, 0, z, z, z);
+                Ok(())
+            }
             Daa | Das | Aaa | Aas | Aam | Aad | Salc => alu::bcd(self, insn),
             Bound => alu::bound(self, insn),
             Arpl => bits::arpl(self, insn),

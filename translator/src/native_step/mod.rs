@@ -26,8 +26,8 @@ use crate::exception::Exception;
 use crate::ir::{Helper, HelperArgs};
 use iced_x86::Instruction;
 use plan::{Plan, Refusal, Special, Unit};
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 pub use stub::MAX_STUBS;
@@ -88,7 +88,7 @@ thread_local! {
             bounce: [0; 512],
             staged: FxArea([0; 512]),
         }),
-        plans: HashMap::new(),
+        plans: HashMap::default(),
         stubs: stub::Stubs::default(),
     });
 }
