@@ -50,7 +50,9 @@ fn main() {
     let (kernel, initrd) = fetch_guest();
     let qemu = qemu_installed();
     if !qemu {
-        eprintln!("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86): btvisor only");
+        eprintln!(
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86): btvisor only"
+        );
     }
     let mut bt = Vec::new();
     let mut tcg = Vec::new();
@@ -63,8 +65,18 @@ fn main() {
         if qemu {
             let mut cmd = Command::new("qemu-system-x86_64");
             cmd.args([
-                "-accel", "tcg", "-m", "512M", "-nographic", "-no-reboot", "-kernel", &kernel,
-                "-initrd", &initrd, "-append", "console=ttyS0",
+                "-accel",
+                "tcg",
+                "-m",
+                "512M",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                &kernel,
+                "-initrd",
+                &initrd,
+                "-append",
+                "console=ttyS0",
             ]);
             let (t, _) = boot_to_prompt(Console::spawn(cmd));
             eprintln!("run {}/{runs}: qemu-tcg {:.2} s", i + 1, t.as_secs_f64());
@@ -83,9 +95,15 @@ fn main() {
         );
         println!("| QEMU TCG | {:.2} s | 1 |", tcg.as_secs_f64());
     } else {
-        println!("| btvisor | {:.2} s | (QEMU not installed) |", bt.as_secs_f64());
+        println!(
+            "| btvisor | {:.2} s | (QEMU not installed) |",
+            bt.as_secs_f64()
+        );
     }
-    println!("\n--stats of the last btvisor boot:\n```\n{}```", stats_part(&last_stats));
+    println!(
+        "\n--stats of the last btvisor boot:\n```\n{}```",
+        stats_part(&last_stats)
+    );
 }
 
 /// The `--stats` block of btvisor's stderr.

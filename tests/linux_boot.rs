@@ -34,7 +34,14 @@ fn debian_kernel_boots_to_a_shell_and_powers_off() {
         vm.failure(&format!("uname -a printed {uname:?}"))
     );
     let cpuinfo = vm.run("cat /proc/cpuinfo");
-    for field in ["vendor_id", "model name", "flags", " apic ", " sse2 ", "bogomips"] {
+    for field in [
+        "vendor_id",
+        "model name",
+        "flags",
+        " apic ",
+        " sse2 ",
+        "bogomips",
+    ] {
         assert!(
             cpuinfo.contains(field),
             "{}",

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Print statistics on stderr when the VM stops.
     #[arg(long)]
     pub stats: bool,
+    /// What runs the vCPU: bt (binary translation) or kvm (a KVM vCPU through /dev/kvm, with
+    /// the same memory, devices and loaders).
+    #[arg(long, default_value = "bt", value_parser = ["bt", "kvm"])]
+    pub accel: String,
 }
 
 /// "256M", "1G", "65536K" or a byte count.

@@ -74,6 +74,7 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     let config = VmConfig {
         mem_bytes: a.mem,
         cmdline: a.append.clone().unwrap_or_default(),
+        accel: a.accel.parse().map_err(anyhow::Error::msg)?,
     };
     let mut vm = Vm::new(&config, Box::new(Console))?;
     let name = a.kernel.display().to_string();
@@ -119,7 +120,10 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
     vm.input = None; // drops the console: the terminal leaves raw mode
     let _ = std::io::stdout().flush();
     if a.stats {
-        eprint!("{}", stats::render(&vm));
+        match vm.engine_stats() {
+            Some(s) => eprint!("--- btvisor statistics (--accel {}) ---\n{s}", vm.accel()),
+            None => eprint!("{}", stats::render(&vm)),
+        }
     }
     Ok(match exit {
         VmExit::ExitCode(c) => c,

@@ -141,7 +141,7 @@ mod tests {
     fn level_interrupt_round_trip_through_mmio() {
         let mut a = apics();
         w32(&mut a, APIC_DEFAULT_BASE + 0xf0, 0x1ff); // SVR: enabled
-        // I/O APIC pin 9: vector 0x39, level, active high, unmasked.
+                                                      // I/O APIC pin 9: vector 0x39, level, active high, unmasked.
         w32(&mut a, IOAPIC_DEFAULT_BASE, 0x10 + 2 * 9);
         w32(&mut a, IOAPIC_DEFAULT_BASE + 0x10, 0x39 | (1 << 15));
         w32(&mut a, IOAPIC_DEFAULT_BASE, 0x10 + 2 * 9 + 1);

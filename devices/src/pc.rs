@@ -38,13 +38,13 @@ use std::time::{Instant, SystemTime};
 use tracing::debug;
 
 use crate::acpi_pm::{AcpiPm, ACPI_PM_PORT_COUNT, PM1A_EVT_BLK};
+use crate::apics::Apics;
 use crate::bus::{lock, BusError, IoOutcome, PioBus, PioDevice, SharedPioDevice};
 use crate::clock::{Clock, SystemClock};
 use crate::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 use crate::i8042::{AUX_IRQ, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, KBD_IRQ};
 use crate::pic::{Pic, ELCR_MASTER, PIC_MASTER_CMD, PIC_SLAVE_CMD};
 use crate::pit::{Pit, PIT_CHANNEL0, PORT_B};
-use crate::apics::Apics;
 use crate::pvpanic::{PvPanic, PVPANIC_PORT};
 use crate::reset_control::{ResetControl, RESET_CONTROL_PORT};
 use crate::rtc::{Rtc, RTC_INDEX_PORT, RTC_IRQ, RTC_PORT_COUNT};

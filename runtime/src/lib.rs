@@ -4,7 +4,9 @@
 
 pub mod acpi;
 pub mod callouts;
+pub mod engine;
 pub mod interrupts;
+pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod mmu;
@@ -12,4 +14,5 @@ pub mod segments;
 pub mod stats;
 pub mod vm;
 
+pub use engine::Accel;
 pub use vm::{HostInput, Vm, VmConfig, VmError, VmExit};

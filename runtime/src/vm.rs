@@ -9,7 +9,6 @@ use crate::memory::{GuestRam, MemoryError};
 use crate::mmu::Memory;
 use crate::stats::RuntimeStats;
 use btvisor_devices::{PcDevices, PhysMmio};
-use std::sync::{Arc, Mutex};
 use btvisor_translator::classify::CalloutKind;
 use btvisor_translator::cpu::{cr, rflags, CpuState, Seg};
 use btvisor_translator::env::{CalloutResult, Env, Fetched, StopReason};
@@ -17,6 +16,7 @@ use btvisor_translator::exception::Exception;
 use btvisor_translator::{RunExit, Translator};
 use iced_x86::Instruction;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Everything a vCPU's callouts and memory slow paths reach.
@@ -24,24 +24,18 @@ pub struct Machine {
     pub mem: Memory,
     pub devices: PcDevices,
     pub stats: RuntimeStats,
-    /// Guest TSC = host TSC + offset (design.md 3.3).
-    pub tsc_offset: u64,
     /// AMD NB_CFG and DE_CFG (callouts/msr.rs): plain storage.
     pub amd_nb_cfg: u64,
     pub amd_de_cfg: u64,
 }
 
-fn host_tsc() -> u64 {
-    // SAFETY: RDTSC has no preconditions on x86-64.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
 impl Machine {
-    pub fn guest_tsc(&self, _cpu: &CpuState) -> u64 {
-        host_tsc().wrapping_add(self.tsc_offset)
+    /// Guest TSC = host TSC + `Msrs::tsc_offset` (design.md 3.3), shared with the lifted RDTSC.
+    pub fn guest_tsc(&self, cpu: &CpuState) -> u64 {
+        btvisor_translator::helpers::timestamp::guest_tsc(cpu)
     }
-    pub fn set_guest_tsc(&mut self, _cpu: &CpuState, v: u64) {
-        self.tsc_offset = v.wrapping_sub(host_tsc());
+    pub fn set_guest_tsc(&mut self, cpu: &mut CpuState, v: u64) {
+        btvisor_translator::helpers::timestamp::set_guest_tsc(cpu, v)
     }
 }
 
@@ -125,11 +119,15 @@ pub enum VmError {
     LoadLinux(#[from] linux::LinuxLoadError),
     #[error(transparent)]
     Acpi(#[from] crate::acpi::AcpiError),
+    #[error(transparent)]
+    Kvm(#[from] crate::kvm::KvmError),
 }
 
 pub struct VmConfig {
     pub mem_bytes: u64,
     pub cmdline: String,
+    /// The engine that runs the vCPU (engine.rs).
+    pub accel: crate::engine::Accel,
 }
 
 pub struct Vm {
@@ -141,6 +139,8 @@ pub struct Vm {
     pub deadline: Option<Instant>,
     /// Polled between block batches and while halted: console input for the serial port.
     pub input: Option<Box<dyn FnMut() -> HostInput>>,
+    /// The engine that runs the vCPU (`VmConfig::accel`); taken out of its place while it runs.
+    engine: Option<Box<dyn crate::engine::Engine>>,
 }
 
 /// Blocks run between device updates and interrupt checks.
@@ -164,17 +164,21 @@ impl Vm {
             },
             devices,
             stats: RuntimeStats::default(),
-            tsc_offset: 0u64.wrapping_sub(host_tsc()),
             amd_nb_cfg: 0,
             amd_de_cfg: 1 << 1,
         };
+        let mut cpu = Box::new(CpuState::new());
+        // The guest's TSC counts from 0 at power-on.
+        btvisor_translator::helpers::timestamp::set_guest_tsc(&mut cpu, 0);
+        let engine = crate::engine::create(config.accel, &machine.mem.ram)?;
         Ok(Vm {
-            cpu: Box::new(CpuState::new()),
+            cpu,
             translator,
             machine,
             started: Instant::now(),
             deadline: None,
             input: None,
+            engine: Some(engine),
         })
     }
 
@@ -202,7 +206,30 @@ impl Vm {
         Ok(())
     }
 
+    /// Run the guest on the engine `VmConfig::accel` chose until the VM stops.
     pub fn run(&mut self) -> VmExit {
+        let Some(mut engine) = self.engine.take() else {
+            return VmExit::Unsupported("the VM's engine is already running\n".into());
+        };
+        let exit = engine.run(self);
+        self.engine = Some(engine);
+        exit
+    }
+
+    /// The engine running this VM.
+    pub fn accel(&self) -> crate::engine::Accel {
+        self.engine
+            .as_ref()
+            .map_or(crate::engine::Accel::Bt, |e| e.accel())
+    }
+
+    /// Engine-specific statistics for `--stats` (KVM exits; the translator's are in `translator`).
+    pub fn engine_stats(&self) -> Option<String> {
+        self.engine.as_ref().and_then(|e| e.stats())
+    }
+
+    /// The translator engine's run loop (`engine::Translated`).
+    pub(crate) fn run_translated(&mut self) -> VmExit {
         let mut halted = false;
         loop {
             let now = Instant::now();

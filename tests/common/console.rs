@@ -100,11 +100,17 @@ impl Console {
     }
 
     pub fn text(&self) -> String {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn failure(&self, what: &str) -> String {
@@ -173,4 +179,3 @@ impl Console {
         status
     }
 }
-

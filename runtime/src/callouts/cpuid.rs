@@ -24,7 +24,7 @@ pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
 pub const XCR0_SUPPORTED: u64 = 0x3;
 
 /// "btvisorbtvis" in EBX, ECX, EDX of leaf 0x40000000.
-const SIGNATURE: [u32; 3] = [
+pub(crate) const SIGNATURE: [u32; 3] = [
     u32::from_le_bytes(*b"btvi"),
     u32::from_le_bytes(*b"sorb"),
     u32::from_le_bytes(*b"tvis"),

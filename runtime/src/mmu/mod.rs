@@ -6,11 +6,11 @@ pub mod walk;
 
 use crate::memory::GuestRam;
 use btvisor_devices::PhysMmio;
-use std::sync::{Arc, Mutex};
 use btvisor_translator::cache::SharedCodePages;
 use btvisor_translator::cpu::{cr, CpuState};
 use btvisor_translator::exception::Exception;
 use btvisor_translator::Fetched;
+use std::sync::{Arc, Mutex};
 pub use walk::{Access, AccessKind, Translation};
 
 /// The memory side of a vCPU: RAM, the set of pages holding translations, and the MMIO
