@@ -110,3 +110,42 @@ fn triple_fault_stops_with_a_register_dump() {
         "{err}"
     );
 }
+
+/// A bzImage header ("HdrS" at 0x202) with no protected-mode kernel behind it.
+fn truncated_bzimage() -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    b[0x1f1] = 4; // setup_sects
+    b[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b
+}
+
+#[test]
+fn truncated_bzimage_is_a_clean_error() {
+    let p = write_tmp("truncated.bzimage", &truncated_bzimage());
+    let (code, err) = run_args(&["run", "--kernel", &p, "--mem", "64M"]);
+    assert_clean_error(code, &err, "not a Linux bzImage or ELF vmlinux");
+}
+
+#[test]
+fn linux_needs_enough_ram_and_a_short_command_line() {
+    let p = write_tmp("small-ram.bzimage", &truncated_bzimage());
+    let (code, err) = run_args(&["run", "--kernel", &p, "--mem", "16M"]);
+    assert_clean_error(code, &err, "too small for a Linux kernel");
+    let long = "x".repeat(3000);
+    let (code, err) = run_args(&["run", "--kernel", &p, "--append", &long]);
+    assert_clean_error(code, &err, "command line is too long");
+}
+
+#[test]
+fn initrd_problems_are_clean_errors() {
+    let _g = GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let elf = build_guest("hello");
+    let elf = elf.to_str().expect("utf-8 path");
+    let (code, err) = run_args(&["run", "--kernel", elf, "--initrd", elf]);
+    assert_clean_error(code, &err, "--initrd needs a Linux kernel");
+    let p = write_tmp("missing-initrd.bzimage", &truncated_bzimage());
+    let (code, err) = run_args(&["run", "--kernel", &p, "--initrd", "/nonexistent/initrd"]);
+    assert_clean_error(code, &err, "cannot read initrd");
+}
