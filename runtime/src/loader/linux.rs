@@ -18,7 +18,7 @@
 //! physical load addresses); the initrd goes at the top of RAM below `initrd_addr_max`.
 
 use crate::memory::GuestRam;
-use btvisor_translator::cpu::{cr, CpuState, Seg, Segment, TableReg};
+use btvisor_translator::cpu::{cr, CpuState, TableReg};
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
@@ -215,38 +215,9 @@ fn write_page_tables(ram: &GuestRam) {
 /// GDT, interrupts off (boot.rst: "the CPU must be in 64-bit mode with paging enabled ...
 /// __BOOT_CS and __BOOT_DS ... interrupts disabled").
 fn setup_long_mode(ram: &GuestRam, cpu: &mut CpuState, entry: u64) {
-    let gdt: [u64; 4] = [0, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
-    let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
-    ram.write(GDT_ADDR, &bytes);
-    cpu.gdtr = TableReg {
-        base: GDT_ADDR,
-        limit: (gdt.len() * 8 - 1) as u16,
-    };
+    let gdt = [0, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+    super::load_boot_segments(ram, cpu, GDT_ADDR, &gdt, 0xa09b, 0xc093);
     cpu.idtr = TableReg { base: 0, limit: 0 };
-    let code = Segment {
-        attrs: 0xa09b,
-        ..Segment::flat(0x10, 0xb, 0, false)
-    };
-    let data = Segment {
-        attrs: 0xc093,
-        ..Segment::flat(0x18, 0x3, 0, true)
-    };
-    cpu.seg[Seg::Cs as usize] = code;
-    for s in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs, Seg::Ss] {
-        cpu.seg[s as usize] = data;
-    }
-    cpu.tr = Segment {
-        selector: 0,
-        attrs: 0x8b,
-        limit: 0xffff,
-        base: 0,
-    };
-    cpu.ldtr = Segment {
-        selector: 0,
-        attrs: 0x82,
-        limit: 0xffff,
-        base: 0,
-    };
     cpu.cr3 = PML4_ADDR;
     cpu.cr4 = cr::CR4_PAE;
     cpu.efer = cr::EFER_LME | cr::EFER_LMA;

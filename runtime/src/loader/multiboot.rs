@@ -4,7 +4,7 @@
 //! segments, EAX = 0x2BADB002 and EBX = the physical address of the multiboot information.
 
 use crate::memory::GuestRam;
-use btvisor_translator::cpu::{cr, CpuState, Seg, Segment, TableReg};
+use btvisor_translator::cpu::{cr, CpuState, TableReg};
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
 pub const MULTIBOOT_MAGIC: u32 = 0x1BAD_B002;
@@ -143,40 +143,11 @@ fn write_info(ram: &GuestRam, cmdline: &str) {
 /// protected mode, paging off, interrupts off. A GDT with those descriptors is placed in RAM
 /// so that a kernel reloading segment registers before its own LGDT still finds them.
 pub fn setup_cpu(ram: &GuestRam, cpu: &mut CpuState, entry: u64) {
-    let gdt: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
-    let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
-    ram.write(GDT_ADDR, &bytes);
-    cpu.gdtr = TableReg {
-        base: GDT_ADDR,
-        limit: (gdt.len() * 8 - 1) as u16,
-    };
+    let gdt = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    super::load_boot_segments(ram, cpu, GDT_ADDR, &gdt, 0xc09b, 0xc093);
     cpu.idtr = TableReg {
         base: 0,
         limit: 0x3ff,
-    };
-    let code = Segment {
-        attrs: 0xc09b,
-        ..Segment::flat(0x10, 0xb, 0, true)
-    };
-    let data = Segment {
-        attrs: 0xc093,
-        ..Segment::flat(0x18, 0x3, 0, true)
-    };
-    cpu.seg[Seg::Cs as usize] = code;
-    for s in [Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs, Seg::Ss] {
-        cpu.seg[s as usize] = data;
-    }
-    cpu.tr = Segment {
-        selector: 0,
-        attrs: 0x8b,
-        limit: 0xffff,
-        base: 0,
-    };
-    cpu.ldtr = Segment {
-        selector: 0,
-        attrs: 0x82,
-        limit: 0xffff,
-        base: 0,
     };
     cpu.cr0 = cr::CR0_PE | cr::CR0_ET;
     cpu.set_rflags(0x2);
