@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest kernel; its serial console is this terminal.
     Run(RunArgs),
+    /// Benchmark: guest workloads under each engine against native, and nanobenchmarks; a
+    /// markdown table (or --json) on stdout, progress on stderr.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `btvisor` command line.
 
 mod args;
+mod bench;
 pub mod console;
 mod stats;
 
@@ -47,6 +48,13 @@ pub fn main() -> i32 {
             Err(e) => {
                 eprintln!("btvisor: {e:#}");
                 EXIT_USAGE
+            }
+        },
+        Command::Bench(a) => match bench::main(&a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("btvisor bench: {e:#}");
+                1
             }
         },
     }
