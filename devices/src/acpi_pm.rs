@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
-use crate::bus::{read_bytewise, write_bytewise, IoOutcome, PioDevice};
+use crate::bus::{read_bytewise, write_bytewise_outcome, IoOutcome, PioDevice};
 use crate::clock::Clock;
 
 /// PM1a event block: PM1_STS then PM1_EN.
@@ -205,14 +205,7 @@ impl PioDevice for AcpiPm {
 
     fn write(&mut self, port: u16, data: &[u8]) -> IoOutcome {
         let now = self.clock.now();
-        let mut outcome = IoOutcome::Continue;
-        write_bytewise(port, data, |p, v| {
-            let o = self.write_port_at(p, v, now);
-            if outcome == IoOutcome::Continue {
-                outcome = o;
-            }
-        });
-        outcome
+        write_bytewise_outcome(port, data, |p, v| self.write_port_at(p, v, now))
     }
 }
 

@@ -213,6 +213,24 @@ pub fn read_bytewise(port: u16, data: &mut [u8], mut read_byte: impl FnMut(u16) 
     }
 }
 
+/// [`write_bytewise`] for devices whose byte writes can end the VM: the
+/// first outcome other than [`IoOutcome::Continue`] is the access's outcome
+/// (the remaining bytes are still written, as the bus cycles still happen).
+pub fn write_bytewise_outcome(
+    port: u16,
+    data: &[u8],
+    mut write_byte: impl FnMut(u16, u8) -> IoOutcome,
+) -> IoOutcome {
+    let mut outcome = IoOutcome::Continue;
+    write_bytewise(port, data, |p, v| {
+        let o = write_byte(p, v);
+        if outcome == IoOutcome::Continue {
+            outcome = o;
+        }
+    });
+    outcome
+}
+
 /// The write counterpart of [`read_bytewise`]: byte `i` of `data` is written
 /// to port `port + i`.
 pub fn write_bytewise(port: u16, data: &[u8], mut write_byte: impl FnMut(u16, u8)) {

@@ -52,7 +52,7 @@ use std::collections::VecDeque;
 
 use tracing::debug;
 
-use crate::bus::{read_bytewise, write_bytewise, IoOutcome, PioDevice};
+use crate::bus::{read_bytewise, write_bytewise_outcome, IoOutcome, PioDevice};
 
 /// Data port.
 pub const I8042_DATA_PORT: u16 = 0x60;
@@ -548,14 +548,7 @@ impl PioDevice for I8042 {
     }
 
     fn write(&mut self, port: u16, data: &[u8]) -> IoOutcome {
-        let mut outcome = IoOutcome::Continue;
-        write_bytewise(port, data, |p, v| {
-            let o = self.write_port(p, v);
-            if outcome == IoOutcome::Continue {
-                outcome = o;
-            }
-        });
-        outcome
+        write_bytewise_outcome(port, data, |p, v| self.write_port(p, v))
     }
 }
 

@@ -19,7 +19,7 @@
 
 use tracing::debug;
 
-use crate::bus::{read_bytewise, write_bytewise, IoOutcome, PioDevice};
+use crate::bus::{read_bytewise, write_bytewise_outcome, IoOutcome, PioDevice};
 
 /// The Reset Control Register's port.
 pub const RESET_CONTROL_PORT: u16 = 0xcf9;
@@ -72,14 +72,7 @@ impl PioDevice for ResetControl {
     }
 
     fn write(&mut self, port: u16, data: &[u8]) -> IoOutcome {
-        let mut outcome = IoOutcome::Continue;
-        write_bytewise(port, data, |p, v| {
-            let o = self.write_port(p, v);
-            if outcome == IoOutcome::Continue {
-                outcome = o;
-            }
-        });
-        outcome
+        write_bytewise_outcome(port, data, |p, v| self.write_port(p, v))
     }
 }
 

@@ -329,6 +329,8 @@ pub struct CpuState {
     pub cr2: u64,
     pub cr3: u64,
     pub cr4: u64,
+    /// CR8 as handed to and from KVM (`runtime/src/kvm`); under the translator the local APIC
+    /// owns the task priority and MOV CR8 goes there.
     pub cr8: u64,
     pub efer: u64,
     pub xcr0: u64,

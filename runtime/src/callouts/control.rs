@@ -151,8 +151,7 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
                 if v & !0xf != 0 {
                     return Err(Exception::gp(0));
                 }
-                // CR8 is the local APIC's TPR[7:4] (SDM Vol. 3, 10.8.6.1).
-                cpu.cr8 = v;
+                // CR8 is the local APIC's TPR[7:4] (SDM Vol. 3, 10.8.6.1): the APIC owns it.
                 m.devices
                     .apics()
                     .lock()
