@@ -39,8 +39,8 @@ pub struct RunArgs {
     /// Guest RAM, e.g. 256M or 1G.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub mem: u64,
-    /// Trace categories, comma-separated: blocks, callouts, traps, mmu.
-    #[arg(long, value_delimiter = ',', value_parser = ["blocks", "callouts", "traps", "mmu"])]
+    /// Trace categories, comma-separated: blocks, callouts, traps, mmu, native.
+    #[arg(long, value_delimiter = ',', value_parser = ["blocks", "callouts", "traps", "mmu", "native"])]
     pub trace: Vec<String>,
     /// Write traces to this file instead of stderr.
     #[arg(long)]
@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// the same memory, devices and loaders).
     #[arg(long, default_value = "bt", value_parser = ["bt", "kvm"])]
     pub accel: String,
+    /// Under --accel bt, what runs guest user code: native (at the host CPU's speed, in a
+    /// sandboxed child process per guest address space) or translate (the translator, like
+    /// kernel code).
+    #[arg(long, default_value = "native", value_parser = ["native", "translate"])]
+    pub engine: String,
 }
 
 /// "256M", "1G", "65536K" or a byte count.

@@ -83,6 +83,7 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
         mem_bytes: a.mem,
         cmdline: a.append.clone().unwrap_or_default(),
         accel: a.accel.parse().map_err(anyhow::Error::msg)?,
+        user: a.engine.parse().map_err(anyhow::Error::msg)?,
     };
     let mut vm = Vm::new(&config, Box::new(Console))?;
     let name = a.kernel.display().to_string();
@@ -131,6 +132,9 @@ fn run(a: &RunArgs) -> anyhow::Result<i32> {
         match vm.engine_stats() {
             Some(s) => eprint!("--- btvisor statistics (--accel {}) ---\n{s}", vm.accel()),
             None => eprint!("{}", stats::render(&vm)),
+        }
+        if let Some(n) = &vm.native {
+            eprint!("{}", n.render_stats());
         }
     }
     Ok(match exit {

@@ -10,9 +10,10 @@ pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod mmu;
+pub mod native;
 pub mod segments;
 pub mod stats;
 pub mod vm;
 
 pub use engine::Accel;
-pub use vm::{HostInput, Vm, VmConfig, VmError, VmExit};
+pub use vm::{HostInput, UserEngine, Vm, VmConfig, VmError, VmExit};

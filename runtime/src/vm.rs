@@ -7,6 +7,7 @@ use crate::interrupts::{self, EventKind};
 use crate::loader::{linux, multiboot};
 use crate::memory::{GuestRam, MemoryError};
 use crate::mmu::Memory;
+use crate::native::{Housekeeping, NativeOutcome, NativeUser, TlbEvent};
 use crate::stats::RuntimeStats;
 use btvisor_devices::{PcDevices, PhysMmio};
 use btvisor_translator::classify::CalloutKind;
@@ -27,6 +28,10 @@ pub struct Machine {
     /// AMD NB_CFG and DE_CFG (callouts/msr.rs): plain storage.
     pub amd_nb_cfg: u64,
     pub amd_de_cfg: u64,
+    /// Translation changes for the native engine's shadow mappings (recorded only while it
+    /// is on: `native_tlb`).
+    pub tlb_events: Vec<TlbEvent>,
+    pub native_tlb: bool,
 }
 
 impl Machine {
@@ -36,6 +41,20 @@ impl Machine {
     }
     pub fn set_guest_tsc(&mut self, cpu: &mut CpuState, v: u64) {
         btvisor_translator::helpers::timestamp::set_guest_tsc(cpu, v)
+    }
+
+    /// Record a translation change for the native engine's shadow mappings.
+    pub fn note_tlb(&mut self, ev: TlbEvent) {
+        if !self.native_tlb {
+            return;
+        }
+        if self.tlb_events.len() >= 256 {
+            self.tlb_events.clear();
+            self.tlb_events.push(TlbEvent::FlushAll);
+        }
+        if self.tlb_events.last() != Some(&TlbEvent::FlushAll) || ev != TlbEvent::FlushAll {
+            self.tlb_events.push(ev);
+        }
     }
 }
 
@@ -128,6 +147,30 @@ pub struct VmConfig {
     pub cmdline: String,
     /// The engine that runs the vCPU (engine.rs).
     pub accel: crate::engine::Accel,
+    /// Under binary translation: run guest user code natively (`native`) or translate it
+    /// too (`translate`, the differential reference).
+    pub user: UserEngine,
+}
+
+/// Which engine runs guest user code under binary translation (design.md 3: one policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserEngine {
+    /// Natively, in a sandboxed child per address space (runtime/src/native).
+    #[default]
+    Native,
+    /// Through the translator, like kernel code.
+    Translate,
+}
+
+impl std::str::FromStr for UserEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(UserEngine::Native),
+            "translate" => Ok(UserEngine::Translate),
+            _ => Err(format!("unknown engine '{s}' (native or translate)")),
+        }
+    }
 }
 
 pub struct Vm {
@@ -141,6 +184,8 @@ pub struct Vm {
     pub input: Option<Box<dyn FnMut() -> HostInput>>,
     /// The engine that runs the vCPU (`VmConfig::accel`); taken out of its place while it runs.
     engine: Option<Box<dyn crate::engine::Engine>>,
+    /// Native execution of guest user code (`UserEngine::Native` under binary translation).
+    pub native: Option<NativeUser>,
 }
 
 /// Blocks run between device updates and interrupt checks.
@@ -166,10 +211,20 @@ impl Vm {
             stats: RuntimeStats::default(),
             amd_nb_cfg: 0,
             amd_de_cfg: 1 << 1,
+            tlb_events: Vec::new(),
+            native_tlb: false,
         };
         let mut cpu = Box::new(CpuState::new());
-        // The guest's TSC counts from 0 at power-on.
-        btvisor_translator::helpers::timestamp::set_guest_tsc(&mut cpu, 0);
+        let native = (config.accel == crate::engine::Accel::Bt
+            && config.user == UserEngine::Native)
+            .then(|| NativeUser::new(&machine.mem.ram));
+        // The guest's TSC counts from 0 at power-on, unless guest user code runs natively:
+        // its RDTSC reads the host's counter, so the guest's must be the host's too.
+        if native.is_none() {
+            btvisor_translator::helpers::timestamp::set_guest_tsc(&mut cpu, 0);
+        }
+        let mut machine = machine;
+        machine.native_tlb = native.is_some();
         let engine = crate::engine::create(config.accel, &machine.mem.ram)?;
         Ok(Vm {
             cpu,
@@ -179,6 +234,7 @@ impl Vm {
             deadline: None,
             input: None,
             engine: Some(engine),
+            native,
         })
     }
 
@@ -288,9 +344,43 @@ impl Vm {
                     self.dump("the guest entered real mode, which btvisor does not run yet"),
                 );
             }
+            let mut budget = BLOCK_BUDGET;
+            if let Some(native) = self.native.as_mut() {
+                if native.eligible(&self.cpu, &self.machine.mem.ram) {
+                    let (input, deadline) = (&mut self.input, self.deadline);
+                    let mut quit = false;
+                    let mut housekeeping = |m: &mut Machine| {
+                        if let Some(poll) = input.as_mut() {
+                            match poll() {
+                                HostInput::Nothing => {}
+                                HostInput::Bytes(b) => m.devices.enqueue_serial_input(&b),
+                                HostInput::Quit => quit = true,
+                            }
+                        }
+                        Housekeeping {
+                            stop: quit || deadline.is_some_and(|d| Instant::now() >= d),
+                        }
+                    };
+                    let outcome = native.run(&mut self.cpu, &mut self.machine, &mut housekeeping);
+                    if quit {
+                        return VmExit::Quit;
+                    }
+                    match outcome {
+                        NativeOutcome::Continue => continue,
+                        NativeOutcome::Translate => budget = 1,
+                        NativeOutcome::Raise(e) => {
+                            if let Some(exit) = self.raise(e) {
+                                return exit;
+                            }
+                            continue;
+                        }
+                        NativeOutcome::Stop(exit) => return exit,
+                    }
+                }
+            }
             let exit = self
                 .translator
-                .run(&mut self.cpu, &mut self.machine, BLOCK_BUDGET);
+                .run(&mut self.cpu, &mut self.machine, budget);
             match exit {
                 RunExit::Yield => {}
                 RunExit::Halt => {
@@ -300,30 +390,8 @@ impl Vm {
                     self.machine.stats.halts += 1;
                 }
                 RunExit::Raise(e) => {
-                    self.cpu.interrupt_shadow = false;
-                    self.machine.stats.note_interrupt(e.vector, false);
-                    tracing::trace!(
-                        target: "btvisor::traps",
-                        "exception {} err={:?} rip={:#x} cpl={} addr={:?}",
-                        e.name(),
-                        e.error_code,
-                        self.cpu.rip,
-                        self.cpu.cpl(),
-                        e.fault_addr
-                    );
-                    if let Err(t) = interrupts::deliver(
-                        &mut self.cpu,
-                        &self.machine.mem,
-                        e.vector,
-                        e.error_code,
-                        EventKind::Exception,
-                        e.fault_addr,
-                    ) {
-                        return VmExit::TripleFault(self.dump(&format!(
-                            "triple fault: {} while delivering {}",
-                            t.last.name(),
-                            e.name()
-                        )));
+                    if let Some(exit) = self.raise(e) {
+                        return exit;
                     }
                 }
                 RunExit::Stop(StopReason::ExitCode(c)) => return VmExit::ExitCode(c),
@@ -338,6 +406,36 @@ impl Vm {
                 }
             }
         }
+    }
+
+    /// Deliver an exception raised by translated or native code; a triple fault stops the VM.
+    fn raise(&mut self, e: Exception) -> Option<VmExit> {
+        self.cpu.interrupt_shadow = false;
+        self.machine.stats.note_interrupt(e.vector, false);
+        tracing::trace!(
+            target: "btvisor::traps",
+            "exception {} err={:?} rip={:#x} cpl={} addr={:?}",
+            e.name(),
+            e.error_code,
+            self.cpu.rip,
+            self.cpu.cpl(),
+            e.fault_addr
+        );
+        if let Err(t) = interrupts::deliver(
+            &mut self.cpu,
+            &self.machine.mem,
+            e.vector,
+            e.error_code,
+            EventKind::Exception,
+            e.fault_addr,
+        ) {
+            return Some(VmExit::TripleFault(self.dump(&format!(
+                "triple fault: {} while delivering {}",
+                t.last.name(),
+                e.name()
+            ))));
+        }
+        None
     }
 
     fn describe_insn_at_rip(&mut self) -> String {

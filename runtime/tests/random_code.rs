@@ -25,6 +25,7 @@ fn random_code_never_crashes_the_monitor() {
             mem_bytes: 4 << 20,
             cmdline: String::new(),
             accel: Default::default(),
+            user: Default::default(),
         };
         let mut vm = Vm::new(&config, Box::new(std::io::sink())).expect("create VM");
         let mut next = rng(seed);

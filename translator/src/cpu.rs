@@ -311,6 +311,9 @@ pub struct Mode {
 /// `CpuState::exit_request` bit: interrupts just became enabled; let the run loop look for a
 /// pending one before running on.
 pub const EXIT_INTERRUPT_WINDOW: u32 = 1;
+/// `CpuState::exit_request` bit: the vCPU returned to user mode and the run loop may hand it
+/// to the native engine.
+pub const EXIT_TO_USER: u32 = 2;
 
 /// The whole architectural state of one vCPU that the translator touches.
 #[repr(C)]

@@ -3,6 +3,7 @@
 
 use super::{operand, require_cpl0, Outcome};
 use crate::mmu::Memory;
+use crate::native::TlbEvent;
 use crate::vm::Machine;
 use btvisor_translator::classify::CalloutKind;
 use btvisor_translator::cpu::{cr, CpuState, Seg};
@@ -31,8 +32,10 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
                 let lin = operand::linear(cpu, insn);
                 cpu.tlb.flush_page(lin);
                 cpu.tlb_generation += 1;
+                m.note_tlb(TlbEvent::Invlpg { cr3: cpu.cr3, lin });
             } else {
                 Memory::flush_tlb(cpu);
+                m.note_tlb(TlbEvent::FlushAll);
             }
             Ok(CalloutResult::Next)
         }
@@ -145,8 +148,9 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
             Register::CR3 => {
                 cpu.cr3 = v;
                 Memory::flush_tlb(cpu);
+                m.note_tlb(TlbEvent::Cr3Load(v));
             }
-            Register::CR4 => write_cr4(cpu, v)?,
+            Register::CR4 => write_cr4(m, cpu, v)?,
             Register::CR8 => {
                 if v & !0xf != 0 {
                     return Err(Exception::gp(0));
@@ -184,7 +188,7 @@ fn mov_control(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction) -> Outco
 
 /// CR0 write with the consistency checks of SDM Vol. 3, 2.5 and the IA-32e activation rule of
 /// 9.8.5 (EFER.LMA follows CR0.PG when EFER.LME is set).
-pub fn write_cr0(_m: &mut Machine, cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
+pub fn write_cr0(m: &mut Machine, cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
     if v >> 32 != 0 {
         return Err(Exception::gp(0));
     }
@@ -213,11 +217,12 @@ pub fn write_cr0(_m: &mut Machine, cpu: &mut CpuState, v: u64) -> Result<(), Exc
     cpu.cr0 = v;
     if changed {
         Memory::flush_tlb(cpu);
+        m.note_tlb(TlbEvent::FlushAll);
     }
     Ok(())
 }
 
-fn write_cr4(cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
+fn write_cr4(m: &mut Machine, cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
     if v & !super::cpuid::CR4_SUPPORTED != 0 {
         return Err(Exception::gp(0));
     }
@@ -230,6 +235,7 @@ fn write_cr4(cpu: &mut CpuState, v: u64) -> Result<(), Exception> {
     cpu.cr4 = v;
     if changed {
         Memory::flush_tlb(cpu);
+        m.note_tlb(TlbEvent::FlushAll);
     }
     Ok(())
 }

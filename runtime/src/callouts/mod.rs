@@ -10,7 +10,7 @@ pub mod operand;
 mod random;
 mod segment;
 mod system;
-mod transfer;
+pub(crate) mod transfer;
 
 use crate::vm::Machine;
 use btvisor_translator::classify::CalloutKind;

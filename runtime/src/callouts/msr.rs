@@ -136,6 +136,7 @@ pub fn write(m: &mut Machine, cpu: &mut CpuState, idx: u32, v: u64) -> Result<()
             let new = (v & !cr::EFER_LMA) | (cpu.efer & cr::EFER_LMA);
             if (new ^ cpu.efer) & cr::EFER_NXE != 0 {
                 Memory::flush_tlb(cpu);
+                m.note_tlb(crate::native::TlbEvent::FlushAll);
             }
             cpu.efer = new;
         }

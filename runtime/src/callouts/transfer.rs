@@ -20,12 +20,19 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
             "far transfer or interrupt in real mode",
         )));
     }
-    match kind {
+    let was_user = cpu.cpl() == 3;
+    let r = match kind {
         CalloutKind::FarTransfer => far(m, cpu, insn),
         CalloutKind::SoftwareInterrupt => software_interrupt(m, cpu, insn),
         CalloutKind::Iret => iret(m, cpu, insn),
         _ => fast_system_call(cpu, insn),
+    };
+    // Back to user mode with the native engine on: leave the translated batch so the run
+    // loop hands the vCPU to the native engine.
+    if m.native_tlb && !was_user && cpu.cpl() == 3 {
+        cpu.exit_request |= btvisor_translator::cpu::EXIT_TO_USER;
     }
+    r
 }
 
 /// Write `vals` below the stack pointer (first value highest) and only then move RSP, so a
@@ -310,34 +317,40 @@ fn flat_stack(sel: u16, dpl: u8) -> Segment {
     Segment::flat(sel, 0x3, dpl, true)
 }
 
+/// SYSCALL (SDM Vol. 2, SYSCALL "Operation"): `next` is the address after the instruction.
+/// Also how the native engine delivers a guest user SYSCALL that its child trapped.
+pub fn syscall_entry(cpu: &mut CpuState, next: u64) -> Result<(), Exception> {
+    if cpu.efer & cr::EFER_SCE == 0 {
+        return Err(Exception::ud());
+    }
+    let long = cpu.long_mode_active();
+    let sel = ((cpu.msr.star >> 32) & 0xfffc) as u16;
+    let flags = cpu.rflags();
+    if long {
+        cpu.gpr[1] = next;
+        cpu.gpr[11] = flags & !RF;
+        cpu.rip = if cpu.code_bits() == 64 {
+            cpu.msr.lstar
+        } else {
+            cpu.msr.cstar
+        };
+        cpu.set_rflags(flags & !cpu.msr.fmask & !RF);
+        cpu.seg[Seg::Cs as usize] = flat_code(sel, 0, true);
+    } else {
+        cpu.gpr[1] = next & 0xffff_ffff;
+        cpu.rip = cpu.msr.star & 0xffff_ffff;
+        cpu.set_rflags(flags & !(VM | IF | RF));
+        cpu.seg[Seg::Cs as usize] = flat_code(sel, 0, false);
+    }
+    cpu.seg[Seg::Ss as usize] = flat_stack(sel + 8, 0);
+    Ok(())
+}
+
 fn fast_system_call(cpu: &mut CpuState, insn: &Instruction) -> Outcome {
     let long = cpu.long_mode_active();
     let next = insn.next_ip();
     match insn.mnemonic() {
-        Mnemonic::Syscall => {
-            if cpu.efer & cr::EFER_SCE == 0 {
-                return Err(Exception::ud());
-            }
-            let sel = ((cpu.msr.star >> 32) & 0xfffc) as u16;
-            let flags = cpu.rflags();
-            if long {
-                cpu.gpr[1] = next;
-                cpu.gpr[11] = flags & !RF;
-                cpu.rip = if cpu.code_bits() == 64 {
-                    cpu.msr.lstar
-                } else {
-                    cpu.msr.cstar
-                };
-                cpu.set_rflags(flags & !cpu.msr.fmask & !RF);
-                cpu.seg[Seg::Cs as usize] = flat_code(sel, 0, true);
-            } else {
-                cpu.gpr[1] = next & 0xffff_ffff;
-                cpu.rip = cpu.msr.star & 0xffff_ffff;
-                cpu.set_rflags(flags & !(VM | IF | RF));
-                cpu.seg[Seg::Cs as usize] = flat_code(sel, 0, false);
-            }
-            cpu.seg[Seg::Ss as usize] = flat_stack(sel + 8, 0);
-        }
+        Mnemonic::Syscall => syscall_entry(cpu, next)?,
         Mnemonic::Sysret | Mnemonic::Sysretq => {
             if cpu.efer & cr::EFER_SCE == 0 {
                 return Err(Exception::ud());

@@ -1,0 +1,436 @@
+//! Crossing between the guest's architectural state (`CpuState`) and the child's signal frame,
+//! and what each exit report means for the guest (design.md 3.2; notes/native-exec.md items
+//! 6 and 7 for how the host reports each trapping instruction).
+//!
+//! Everything in a report is guest-controlled data (guest code can jump into the stub's
+//! handler with a forged frame): a report can only claim what the guest could have done by
+//! itself, so the monitor takes registers from it but never privilege, mode or addresses it did
+//! not check against the guest's own page tables.
+
+use super::layout::{greg, Ctrl, FP_MAX};
+use super::shadow::{self, ShadowSpace};
+use super::{NativeOutcome, NativeStats};
+use crate::mmu::walk::{self, Access, AccessKind};
+use crate::vm::{Machine, VmExit};
+use btvisor_translator::cpu::{rflags, CpuState, FxArea, Seg};
+use btvisor_translator::exception::{vector, Exception};
+
+/// The host's user code and stack selectors (64-bit Linux).
+const HOST_CS64: u64 = 0x33;
+const HOST_SS: u64 = 0x2b;
+/// RFLAGS bits guest user code changes natively and the host's rt_sigreturn restores
+/// (the kernel's FIX_EFLAGS, minus RF and TF which the monitor owns, plus ID).
+const USER_FLAGS: u64 = rflags::CF
+    | rflags::PF
+    | rflags::AF
+    | rflags::ZF
+    | rflags::SF
+    | rflags::OF
+    | rflags::DF
+    | rflags::AC
+    | rflags::ID;
+const XSTATE_BV: usize = 512;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+/// The host's vsyscall page: calls into it come back as SIGSYS with the call address here.
+const VSYSCALL_PAGE: u64 = 0xffff_ffff_ff60_0000;
+
+/// An exit report copied out of the control area.
+pub struct Report {
+    pub signo: i32,
+    pub si_code: i32,
+    pub si_addr: u64,
+    pub si_syscall: u32,
+    pub si_arch: u32,
+    pub gregs: [u64; 23],
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub fp: Vec<u8>,
+}
+
+pub fn read_report(space: &ShadowSpace) -> Report {
+    // SAFETY: the child published (state EXITED) and waits; the control area is ours to read.
+    let c: &Ctrl = unsafe { &*space.child.ctrl_ptr() };
+    let n = (c.fp_size as usize).min(FP_MAX);
+    Report {
+        signo: c.signo as i32,
+        si_code: c.si_code,
+        si_addr: c.si_addr,
+        si_syscall: c.si_syscall,
+        si_arch: c.si_arch,
+        gregs: c.gregs,
+        fs_base: c.fs_base,
+        gs_base: c.gs_base,
+        fp: c.fpstate[..n].to_vec(),
+    }
+}
+
+/// gregs index of each `CpuState::gpr` register (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi,
+/// r8..r15).
+const GREG_OF_GPR: [usize; 16] = [
+    greg::RAX,
+    greg::RCX,
+    greg::RDX,
+    greg::RBX,
+    greg::RSP,
+    greg::RBP,
+    greg::RSI,
+    greg::RDI,
+    greg::R8,
+    greg::R8 + 1,
+    greg::R8 + 2,
+    greg::R8 + 3,
+    greg::R8 + 4,
+    greg::R8 + 5,
+    greg::R8 + 6,
+    greg::R8 + 7,
+];
+
+/// The guest's FPU image for the child: the stashed image of this thread (AVX state the
+/// guest kernel does not manage) or the child's template, with the x87/SSE part from
+/// `cpu.fx`, which the guest kernel does manage.
+fn fp_image(cpu: &CpuState, space: &ShadowSpace) -> Vec<u8> {
+    let fs = cpu.seg[Seg::Fs as usize].base;
+    let mut img = match space.fp_stash.get(&fs) {
+        Some(i) => i.clone(),
+        None => {
+            let mut t = space.child.fp_template.clone();
+            // Extended components at their initial state (XSTATE_BV bit clear).
+            if t.len() >= XSTATE_BV + 8 {
+                t[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&3u64.to_le_bytes());
+            }
+            t
+        }
+    };
+    // Bytes 464..511 of the legacy area carry the kernel's fx_sw_bytes: keep the frame's.
+    img[..464].copy_from_slice(&cpu.fx.0[..464]);
+    let p = &cpu.x87_ptr;
+    img[FxArea::FOP..FxArea::FOP + 2].copy_from_slice(&p.fop.to_le_bytes());
+    img[FxArea::FIP..FxArea::FIP + 8].copy_from_slice(&p.fip.to_le_bytes());
+    img[FxArea::FDP..FxArea::FDP + 8].copy_from_slice(&p.fdp.to_le_bytes());
+    if img.len() >= XSTATE_BV + 8 {
+        let bv = u64::from_le_bytes(img[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8 bytes"));
+        img[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(bv | 3).to_le_bytes());
+    }
+    img
+}
+
+/// Write the guest's user state into the control area for the next resume.
+pub fn write_entry_state(cpu: &CpuState, space: &mut ShadowSpace) {
+    let img = fp_image(cpu, space);
+    // SAFETY: the child waits for RESUME; the control area is ours to write.
+    let c: &mut Ctrl = unsafe { &mut *space.child.ctrl_ptr() };
+    for (i, &g) in GREG_OF_GPR.iter().enumerate() {
+        c.gregs[g] = cpu.gpr[i];
+    }
+    c.gregs[greg::RIP] = cpu.rip;
+    c.gregs[greg::EFLAGS] = (cpu.rflags() & USER_FLAGS) | rflags::IF | rflags::FIXED1;
+    c.gregs[greg::CSGSFS] = HOST_CS64 | HOST_SS << 48;
+    c.fs_base = cpu.seg[Seg::Fs as usize].base;
+    c.gs_base = cpu.seg[Seg::Gs as usize].base;
+    let n = img.len().min(c.fp_size as usize).min(FP_MAX);
+    c.fpstate[..n].copy_from_slice(&img[..n]);
+}
+
+/// Take the guest's user state from a report.
+pub fn load_state(cpu: &mut CpuState, space: &mut ShadowSpace, r: &Report) {
+    for (i, &g) in GREG_OF_GPR.iter().enumerate() {
+        cpu.gpr[i] = r.gregs[g];
+    }
+    cpu.rip = r.gregs[greg::RIP];
+    let old = cpu.rflags();
+    cpu.set_rflags((old & !USER_FLAGS) | (r.gregs[greg::EFLAGS] & USER_FLAGS));
+    cpu.seg[Seg::Fs as usize].base = r.fs_base;
+    cpu.seg[Seg::Gs as usize].base = r.gs_base;
+    if r.fp.len() >= 512 {
+        cpu.fx.0[..464].copy_from_slice(&r.fp[..464]);
+        let u16_at = |o: usize| u16::from_le_bytes([r.fp[o], r.fp[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(r.fp[o..o + 8].try_into().expect("8 bytes"));
+        cpu.x87_ptr.fop = u16_at(FxArea::FOP) & 0x7ff;
+        cpu.x87_ptr.fip = u64_at(FxArea::FIP);
+        cpu.x87_ptr.fdp = u64_at(FxArea::FDP);
+        if space.fp_stash.len() > 256 {
+            space.fp_stash.clear();
+        }
+        space.fp_stash.insert(r.fs_base, r.fp.clone());
+    }
+}
+
+/// What to do after an exit.
+pub enum Step {
+    /// Resume the child (the registers in the control area are still the guest's).
+    Resume,
+    Leave(NativeOutcome),
+}
+
+/// Decide what an exit means and act on it.
+pub fn handle(
+    cpu: &mut CpuState,
+    m: &mut Machine,
+    space: &mut ShadowSpace,
+    r: &Report,
+    stats: &mut NativeStats,
+    last_fill: &mut Option<(u64, u32)>,
+) -> Step {
+    let trapno = r.gregs[greg::TRAPNO];
+    let rip = r.gregs[greg::RIP];
+    let cs = r.gregs[greg::CSGSFS] & 0xffff;
+    // A page fault on a guest user address: fill the shadow mapping or give the guest its #PF.
+    if r.signo == libc::SIGSEGV && trapno == 14 && cs == HOST_CS64 {
+        if let Some(step) = page_fault(cpu, m, space, r, stats, last_fill) {
+            return step;
+        }
+    }
+    load_state(cpu, space, r);
+    if cs != HOST_CS64 {
+        // Guest code far-jumped to another code selector, which the host CPU resolved through
+        // the host's GDT. That is the guest's meaning too when the guest's descriptor is the
+        // same flat DPL-3 segment (Linux guests: 0x23 is 32-bit user code in both).
+        if !follow_cs(cpu, m, cs as u16) {
+            stats.exit("cs-change");
+            return Step::Leave(NativeOutcome::Stop(VmExit::Unsupported(format!(
+                "guest user code switched to selector {cs:#x} natively at rip {rip:#x}, whose guest descriptor differs from the host's\n"
+            ))));
+        }
+        stats.exit("cs-change");
+    }
+    let leave = |why: &'static str, stats: &mut NativeStats, o: NativeOutcome| {
+        stats.exit(why);
+        tracing::trace!(target: "btvisor::traps", "leave native: {why} rip={rip:#x}");
+        Step::Leave(o)
+    };
+    match r.signo {
+        libc::SIGSYS => {
+            if r.si_arch == AUDIT_ARCH_X86_64 && r.si_addr >= VSYSCALL_PAGE {
+                // A call into the host's vsyscall page, which the host emulated up to the
+                // seccomp check (the return address is already popped): undo the pop and let
+                // the translator fetch from the guest's own page at that address.
+                cpu.rip = r.si_addr;
+                cpu.gpr[4] = cpu.gpr[4].wrapping_sub(8);
+                stats.translated_fallbacks += 1;
+                return leave("vsyscall", stats, NativeOutcome::Translate);
+            }
+            if r.si_arch == AUDIT_ARCH_X86_64 {
+                // The guest's SYSCALL (RIP after it, RCX/R11 already as SYSCALL leaves them).
+                return match crate::callouts::transfer::syscall_entry(cpu, rip) {
+                    Ok(()) => leave("syscall", stats, NativeOutcome::Continue),
+                    Err(e) => {
+                        cpu.rip = rip.wrapping_sub(2);
+                        leave("syscall", stats, NativeOutcome::Raise(e))
+                    }
+                };
+            }
+            if r.si_arch == AUDIT_ARCH_I386 {
+                // INT $0x80 from 64-bit code: rewind it and let the translator run it
+                // through the guest's IDT (gate DPL check included).
+                if rewind(cpu, m, rip, &[0xcd, 0x80]) {
+                    stats.translated_fallbacks += 1;
+                    return leave("int 0x80", stats, NativeOutcome::Translate);
+                }
+            }
+            leave(
+                "bad-syscall",
+                stats,
+                NativeOutcome::Stop(VmExit::Unsupported(format!(
+                    "guest system call from rip {rip:#x} with audit arch {:#x}\n",
+                    r.si_arch
+                ))),
+            )
+        }
+        libc::SIGTRAP if trapno == 3 => {
+            // INT3 (or INT 3): RIP is after it. Rewind and let the translator deliver it
+            // (the gate DPL check gives #GP for a DPL-0 gate, as on hardware).
+            if rewind(cpu, m, rip, &[0xcc]) || rewind(cpu, m, rip, &[0xcd, 0x03]) {
+                stats.translated_fallbacks += 1;
+                return leave("#BP", stats, NativeOutcome::Translate);
+            }
+            leave(
+                "#BP",
+                stats,
+                NativeOutcome::Raise(Exception::new(vector::BP)),
+            )
+        }
+        libc::SIGTRAP if trapno == 1 => {
+            cpu.dr[6] |= 0x4000;
+            leave(
+                "#DB",
+                stats,
+                NativeOutcome::Raise(Exception::new(vector::DB)),
+            )
+        }
+        libc::SIGILL => leave("#UD", stats, NativeOutcome::Raise(Exception::ud())),
+        libc::SIGFPE => {
+            let e = match trapno {
+                0 => Exception::de(),
+                16 => Exception::new(vector::MF),
+                19 => Exception::new(vector::XM),
+                _ => {
+                    stats.translated_fallbacks += 1;
+                    return leave("sigfpe", stats, NativeOutcome::Translate);
+                }
+            };
+            leave("#DE/#MF/#XM", stats, NativeOutcome::Raise(e))
+        }
+        libc::SIGBUS if trapno == 17 => leave(
+            "#AC",
+            stats,
+            NativeOutcome::Raise(Exception::with_code(vector::AC, 0)),
+        ),
+        s if s == super::child::KICK_SIGNAL => leave("preempt", stats, NativeOutcome::Continue),
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGTRAP => {
+            // #GP (privileged instructions, INT n through the host's DPL-0 gates, I/O,
+            // non-canonical addresses), #SS, faults on kernel-half or stub addresses: the
+            // translator runs the instruction with the guest's own semantics.
+            stats.translated_fallbacks += 1;
+            leave(
+                match trapno {
+                    13 => "#GP",
+                    14 => "#PF (translated)",
+                    _ => "other fault",
+                },
+                stats,
+                NativeOutcome::Translate,
+            )
+        }
+        s => leave(
+            "unexpected signal",
+            stats,
+            NativeOutcome::Stop(VmExit::Unsupported(format!(
+                "the native-execution child reported signal {s} at rip {rip:#x}\n"
+            ))),
+        ),
+    }
+}
+
+/// Take the guest's own descriptor for code selector `sel` that guest code loaded natively,
+/// if it means what the host's descriptor meant (flat, DPL 3, same operand size).
+fn follow_cs(cpu: &mut CpuState, m: &mut Machine, sel: u16) -> bool {
+    let Ok(d) = crate::segments::read_descriptor(cpu, &m.mem, sel) else {
+        return false;
+    };
+    let seg = d.segment(sel);
+    let same = match sel {
+        0x23 => !d.long() && seg.big() && seg.limit == 0xffff_ffff,
+        0x33 => d.long(),
+        _ => false,
+    };
+    if !(same && d.present() && d.is_code() && d.dpl() == 3 && seg.base == 0) {
+        return false;
+    }
+    crate::segments::install_cs(cpu, &d, sel, 3);
+    true
+}
+
+/// If the bytes before `rip` are `insn`, move RIP back over it.
+fn rewind(cpu: &mut CpuState, m: &mut Machine, rip: u64, insn: &[u8]) -> bool {
+    let at = rip.wrapping_sub(insn.len() as u64);
+    let mut buf = [0u8; 2];
+    let buf = &mut buf[..insn.len()];
+    for (i, b) in buf.iter_mut().enumerate() {
+        match m.mem.read(cpu, at + i as u64, 1, true) {
+            Ok(v) => *b = v as u8,
+            Err(_) => return false,
+        }
+    }
+    if buf == insn {
+        cpu.rip = at;
+        true
+    } else {
+        false
+    }
+}
+
+/// A #PF in the child at a guest user address: map the page if the guest's page tables allow
+/// the access (setting Accessed/Dirty as the CPU would), else deliver the guest's #PF. `None`
+/// hands the fault to the translator (addresses outside the user range, MMIO, repeats).
+fn page_fault(
+    cpu: &mut CpuState,
+    m: &mut Machine,
+    space: &mut ShadowSpace,
+    r: &Report,
+    stats: &mut NativeStats,
+    last_fill: &mut Option<(u64, u32)>,
+) -> Option<Step> {
+    let addr = r.si_addr;
+    if addr >= super::layout::USER_TOP || super::layout::in_stub_window(addr, 1) {
+        return None;
+    }
+    let err = r.gregs[greg::ERR];
+    let kind = if err & 0x10 != 0 {
+        AccessKind::Fetch
+    } else if err & 2 != 0 {
+        AccessKind::Write
+    } else {
+        AccessKind::Read
+    };
+    let page = addr & !0xfff;
+    // A fault on a page just mapped with the same access means the mapping did not help.
+    match last_fill {
+        Some((p, n)) if *p == page => {
+            *n += 1;
+            if *n > 3 {
+                *last_fill = None;
+                return None;
+            }
+        }
+        _ => *last_fill = Some((page, 1)),
+    }
+    let access = Access { kind, user: true };
+    // The guest's walk: its #PF (error code with P/W/U/I, CR2) or the A/D updates.
+    if let Err(e) = walk::translate(cpu, &m.mem.ram, addr, access) {
+        load_state(cpu, space, r);
+        stats.guest_page_faults += 1;
+        stats.exit("#PF (guest)");
+        tracing::trace!(target: "btvisor::traps", "leave native: guest #PF addr={addr:#x} err={:?} rip={:#x}", e.error_code, cpu.rip);
+        return Some(Step::Leave(NativeOutcome::Raise(e)));
+    }
+    let leaf = shadow::probe_user(cpu, &m.mem.ram, addr)?;
+    if !m.mem.ram.contains(leaf.phys, 4096) {
+        return None; // MMIO or beyond RAM: the translator does device accesses.
+    }
+    let prot = shadow::prot_for(&leaf);
+    if prot & shadow::PROT_W != 0 {
+        // Native writes would not invalidate translations made from this page.
+        let mut cp = m.mem.code_pages.borrow_mut();
+        if cp.contains(leaf.phys) {
+            cp.note_write(leaf.phys);
+        }
+    }
+    space.map(page, leaf.phys, prot);
+    stats.shadow_fills += 1;
+    tracing::trace!(target: "btvisor::mmu", "shadow fill {page:#x} -> {:#x} prot={prot} ({kind:?})", leaf.phys);
+    fault_around(cpu, m, space, page, stats);
+    Some(Step::Resume)
+}
+
+/// Map the other pages of the aligned 16-page cluster that the guest has already accessed
+/// (their Accessed bit is set, so mapping them changes nothing the guest can see), in the
+/// same resume: each fault then brings its neighbours (notes/native-exec.md, "fewer exits").
+fn fault_around(
+    cpu: &CpuState,
+    m: &Machine,
+    space: &mut ShadowSpace,
+    page: u64,
+    stats: &mut NativeStats,
+) {
+    const CLUSTER: u64 = 16;
+    let first = page & !(CLUSTER * 4096 - 1);
+    for i in 0..CLUSTER {
+        let va = first + i * 4096;
+        if va == page || space.mapped(va).is_some() || super::layout::in_stub_window(va, 4096) {
+            continue;
+        }
+        let Some(leaf) = shadow::probe_user(cpu, &m.mem.ram, va) else {
+            continue;
+        };
+        if !leaf.accessed || !m.mem.ram.contains(leaf.phys, 4096) {
+            continue;
+        }
+        let prot = shadow::prot_for(&leaf);
+        if prot & shadow::PROT_W != 0 && m.mem.code_pages.borrow().contains(leaf.phys) {
+            continue;
+        }
+        space.map(va, leaf.phys, prot);
+        stats.fault_around_pages += 1;
+    }
+}

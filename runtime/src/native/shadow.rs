@@ -1,0 +1,245 @@
+//! Shadow paging for one guest address space (design.md 3.2): which guest pages the child has
+//! mapped, from which guest-physical pages and with what protection, and the mapping requests
+//! that carry changes to the child with the next resume.
+//!
+//! Mappings are filled lazily on the child's faults from the guest page tables: a page is
+//! mapped readable (executable unless NX), and writable only once the guest's PTE is dirty, so
+//! the first write of a clean page comes back to set the Dirty bit as the CPU would. They are
+//! dropped on INVLPG, on a load of this address space's CR3 (which is how Linux flushes the
+//! TLB of an address space it changed while another ran) and when the space is recycled.
+
+use super::child::{Child, CHILD_RAM_FD};
+use super::layout::{self, Op, MAX_OPS};
+use super::seccomp::{NR_MMAP, NR_MUNMAP};
+use crate::memory::GuestRam;
+use btvisor_translator::cpu::{cr, CpuState};
+use rustc_hash::FxHashMap;
+
+pub const PROT_R: u8 = 1;
+pub const PROT_W: u8 = 2;
+pub const PROT_X: u8 = 4;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub phys: u64,
+    pub prot: u8,
+}
+
+/// What the guest page tables grant a CPL-3 access to one page, read without side effects.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct UserLeaf {
+    /// Guest-physical address of the 4 KiB page.
+    pub phys: u64,
+    pub writable: bool,
+    pub executable: bool,
+    pub accessed: bool,
+    pub dirty: bool,
+}
+
+const P: u64 = 1;
+const RW: u64 = 2;
+const US: u64 = 4;
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const NX: u64 = 1 << 63;
+const ADDR: u64 = ((1u64 << crate::mmu::walk::MAXPHYADDR) - 1) & !0xfff;
+
+/// Walk 4-level page tables for a user access to `lin` without setting any bit. `None` when
+/// the page is not present or not a user page at some level, or an entry has reserved bits
+/// (the real walker then raises the guest's #PF).
+pub fn probe_user(cpu: &CpuState, ram: &GuestRam, lin: u64) -> Option<UserLeaf> {
+    let nxe = cpu.efer & cr::EFER_NXE != 0;
+    let rsvd = !ADDR & !NX & ((1u64 << 52) - 1) & !0xfff;
+    let mut table = cpu.cr3 & ADDR;
+    let mut shift = 39;
+    let (mut rw, mut nx) = (true, false);
+    loop {
+        let e = ram.read_u64(table + ((lin >> shift) & 0x1ff) * 8)?;
+        if e & P == 0 || e & US == 0 || e & rsvd != 0 || (!nxe && e & NX != 0) {
+            return None;
+        }
+        rw &= e & RW != 0;
+        nx |= nxe && e & NX != 0;
+        let large = e & PS != 0 && (shift == 21 || shift == 30);
+        if shift == 39 && e & PS != 0 {
+            return None;
+        }
+        if shift == 12 || large {
+            let size_mask = (1u64 << shift) - 1;
+            if large && e & (size_mask & !0x1fff) != 0 {
+                return None;
+            }
+            let phys = (e & ADDR & !size_mask) | (lin & size_mask & !0xfff);
+            return Some(UserLeaf {
+                phys,
+                writable: rw,
+                executable: !nx,
+                accessed: e & A != 0,
+                dirty: e & D != 0,
+            });
+        }
+        table = e & ADDR;
+        shift -= 9;
+    }
+}
+
+/// The protection a page gets in the child: write only when the guest PTE is already dirty.
+pub fn prot_for(leaf: &UserLeaf) -> u8 {
+    let mut p = PROT_R;
+    if leaf.writable && leaf.dirty {
+        p |= PROT_W;
+    }
+    if leaf.executable {
+        p |= PROT_X;
+    }
+    p
+}
+
+fn host_prot(p: u8) -> u64 {
+    let mut h = 0;
+    if p & PROT_R != 0 {
+        h |= libc::PROT_READ;
+    }
+    if p & PROT_W != 0 {
+        h |= libc::PROT_WRITE;
+    }
+    if p & PROT_X != 0 {
+        h |= libc::PROT_EXEC;
+    }
+    h as u64
+}
+
+/// One guest address space's child and its shadow state.
+pub struct ShadowSpace {
+    pub cr3: u64,
+    pub child: Child,
+    pages: FxHashMap<u64, Mapping>,
+    pending: Vec<Op>,
+    /// The child's FPU images by FS base (one per guest thread, in practice): the AVX and
+    /// AVX-512 state the guest kernel does not know about (it saves x87/SSE with FXSAVE) must
+    /// survive the kernel's context switches between processes.
+    pub fp_stash: FxHashMap<u64, Vec<u8>>,
+    pub last_used: u64,
+    /// Mapping requests sent with the last resume (their results come back with the report).
+    pub sent: Vec<Op>,
+}
+
+impl ShadowSpace {
+    pub fn new(cr3: u64, child: Child) -> ShadowSpace {
+        ShadowSpace {
+            cr3,
+            child,
+            pages: FxHashMap::default(),
+            pending: Vec::new(),
+            fp_stash: FxHashMap::default(),
+            last_used: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    pub fn mapped(&self, va: u64) -> Option<Mapping> {
+        self.pages.get(&(va & !0xfff)).copied()
+    }
+
+    pub fn mapped_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Queue a mapping of guest page `va` to guest-physical `phys`.
+    pub fn map(&mut self, va: u64, phys: u64, prot: u8) {
+        let va = va & !0xfff;
+        if self.pending.len() + 1 > MAX_OPS - 2 {
+            // Too much at once: start over from an empty space (faults refill it).
+            self.flush_all();
+        }
+        self.pages.insert(va, Mapping { phys, prot });
+        self.pending.push(Op {
+            nr: NR_MMAP,
+            args: [
+                va,
+                4096,
+                host_prot(prot),
+                (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                CHILD_RAM_FD as u64,
+                phys,
+            ],
+            result: 0,
+        });
+    }
+
+    /// Drop the mapping of one page (INVLPG).
+    pub fn unmap(&mut self, va: u64) -> bool {
+        let va = va & !0xfff;
+        if self.pages.remove(&va).is_none() {
+            return false;
+        }
+        if self.pending.len() + 1 > MAX_OPS - 2 {
+            self.flush_all();
+            return true;
+        }
+        self.pending.push(Op {
+            nr: NR_MUNMAP,
+            args: [va, 4096, 0, 0, 0, 0],
+            result: 0,
+        });
+        true
+    }
+
+    /// Drop every guest mapping: two munmaps around the stub window.
+    pub fn flush_all(&mut self) {
+        self.pages.clear();
+        self.pending.clear();
+        let above = layout::STUB_BASE + layout::STUB_SPAN;
+        self.pending.push(Op {
+            nr: NR_MUNMAP,
+            args: [0, layout::STUB_BASE, 0, 0, 0, 0],
+            result: 0,
+        });
+        self.pending.push(Op {
+            nr: NR_MUNMAP,
+            args: [above, layout::HOST_MAP_TOP - above, 0, 0, 0, 0],
+            result: 0,
+        });
+    }
+
+    /// Whether a full flush is already queued (nothing mapped, nothing to drop).
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The queued requests, for the next resume.
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Forget pages whose mapping request failed (their next access faults again).
+    pub fn note_results(&mut self, ops: &[Op]) -> usize {
+        let mut failed = 0;
+        for op in ops {
+            if (op.result as i64) < 0 {
+                failed += 1;
+                tracing::warn!(
+                    target: "btvisor::native",
+                    "mapping request {} {:x?} failed: {}",
+                    op.nr,
+                    op.args,
+                    op.result as i64
+                );
+                if op.nr == NR_MMAP {
+                    self.pages.remove(&op.args[0]);
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Whether the guest's page tables use the PML4 slot of the stub window: such an address space
+/// runs translated (the child could not hold both).
+pub fn collides(cpu: &CpuState, ram: &GuestRam) -> bool {
+    let e = ram
+        .read_u64((cpu.cr3 & ADDR) + layout::STUB_PML4_INDEX * 8)
+        .unwrap_or(0);
+    e & P != 0
+}
