@@ -1,14 +1,21 @@
 //! Every guest test kernel in tests/guests runs under btvisor with the exact serial output
-//! (NAME.expected) and exit status (`# expect-exit`) that QEMU and hardware give.
+//! (NAME.expected) and exit status (`# expect-exit`) that QEMU and hardware give, twice: with
+//! guest user code run natively (the default engine) and translated (`--engine translate`).
 
 mod common;
 
 use common::*;
 
 fn check(name: &str) {
+    for engine in ["native", "translate"] {
+        check_engine(name, engine);
+    }
+}
+
+fn check_engine(name: &str, engine: &str) {
     let _g = GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let elf = build_guest(name);
-    let out = run_kernel(&elf, &[]);
+    let out = run_kernel(&elf, &["--engine", engine]);
     let expected = std::fs::read_to_string(guests_dir().join(format!("{name}.expected")))
         .expect("read NAME.expected");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -19,14 +26,14 @@ fn check(name: &str) {
             .zip(expected.lines())
             .position(|(a, b)| a != b);
         panic!(
-            "{name}: serial output differs (first differing line {:?})\n--- got ---\n{stdout}\n--- expected ---\n{expected}\n--- stderr ---\n{stderr}",
+            "{name} (--engine {engine}): serial output differs (first differing line {:?})\n--- got ---\n{stdout}\n--- expected ---\n{expected}\n--- stderr ---\n{stderr}",
             first.map(|i| i + 1)
         );
     }
     assert_eq!(
         out.status.code(),
         Some(expected_exit(name)),
-        "{name}: exit status; stderr:\n{stderr}"
+        "{name} (--engine {engine}): exit status; stderr:\n{stderr}"
     );
 }
 
@@ -50,5 +57,5 @@ macro_rules! guest_tests {
 
 guest_tests!(
     hello, triple32, seg32, alu32, memstr32, paging32, pae32, exc32, sens32, pitirq32, smc32,
-    user32, alu64, paging64, exc64, sens64, user64, smc64, sse64
+    user32, alu64, paging64, exc64, sens64, user64, smc64, sse64, native64
 );

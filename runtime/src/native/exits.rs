@@ -196,7 +196,13 @@ pub fn handle(
     }
     let leave = |why: &'static str, stats: &mut NativeStats, o: NativeOutcome| {
         stats.exit(why);
-        tracing::trace!(target: "btvisor::traps", "leave native: {why} rip={rip:#x}");
+        tracing::trace!(
+            target: "btvisor::traps",
+            "leave native: {why} rip={rip:#x} (signal {} code {} trap {trapno} nr {})",
+            r.signo,
+            r.si_code,
+            r.si_syscall
+        );
         Step::Leave(o)
     };
     match r.signo {
