@@ -206,6 +206,7 @@ impl Vm {
                 ram,
                 code_pages,
                 mmio: Some(mmio),
+                pt_watch: Default::default(),
             },
             devices,
             stats: RuntimeStats::default(),

@@ -19,6 +19,26 @@ pub struct Memory {
     pub ram: GuestRam,
     pub code_pages: SharedCodePages,
     pub mmio: Option<Arc<Mutex<dyn PhysMmio>>>,
+    /// Guest page-table pages the native engine's shadow mappings were built from: writes to
+    /// them are recorded so the mappings follow (write tracking, design.md 3.2).
+    pub pt_watch: PtWatch,
+}
+
+/// Write tracking of guest page-table pages. Watched pages never get a writable soft-TLB
+/// entry, so every guest write to them takes the slow path, which records its address.
+#[derive(Default)]
+pub struct PtWatch {
+    pub pages: std::cell::RefCell<rustc_hash::FxHashSet<u64>>,
+    pub writes: std::cell::RefCell<Vec<u64>>,
+    /// More writes than `writes` holds happened: every shadow mapping must go.
+    pub overflow: std::cell::Cell<bool>,
+}
+
+impl PtWatch {
+    fn watched(&self, page: u64) -> bool {
+        let p = self.pages.borrow();
+        !p.is_empty() && p.contains(&page)
+    }
 }
 
 /// In 64-bit paging, linear addresses must be canonical (bits 63..47 equal).
@@ -46,7 +66,9 @@ impl Memory {
         let page = t.phys & !0xfff;
         if let Some(host) = self.ram.host_ptr(page) {
             let code = self.code_pages.borrow().contains(page);
-            cpu.tlb.fill(lin, user, host, page, t.write_ok && !code);
+            let watched = self.pt_watch.watched(page);
+            cpu.tlb
+                .fill(lin, user, host, page, t.write_ok && !code && !watched);
         }
         Ok(t.phys)
     }
@@ -84,6 +106,14 @@ impl Memory {
         if !self.ram.write(phys, &bytes[..size as usize]) {
             tracing::debug!(target: "btvisor::mmu", "write to unbacked physical address {phys:#x} ignored");
             return;
+        }
+        if self.pt_watch.watched(phys & !0xfff) {
+            let mut w = self.pt_watch.writes.borrow_mut();
+            if w.len() < 4096 {
+                w.push(phys);
+            } else {
+                self.pt_watch.overflow.set(true);
+            }
         }
         let mut cp = self.code_pages.borrow_mut();
         for page in [phys & !0xfff, (phys + size as u64 - 1) & !0xfff] {

@@ -170,6 +170,7 @@ pub fn handle(
     space: &mut ShadowSpace,
     r: &Report,
     stats: &mut NativeStats,
+    tracker: &mut shadow::Tracker,
     last_fill: &mut Option<(u64, u32)>,
 ) -> Step {
     let trapno = r.gregs[greg::TRAPNO];
@@ -177,7 +178,7 @@ pub fn handle(
     let cs = r.gregs[greg::CSGSFS] & 0xffff;
     // A page fault on a guest user address: fill the shadow mapping or give the guest its #PF.
     if r.signo == libc::SIGSEGV && trapno == 14 && cs == HOST_CS64 {
-        if let Some(step) = page_fault(cpu, m, space, r, stats, last_fill) {
+        if let Some(step) = page_fault(cpu, m, space, r, stats, tracker, last_fill) {
             return step;
         }
     }
@@ -355,6 +356,7 @@ fn page_fault(
     space: &mut ShadowSpace,
     r: &Report,
     stats: &mut NativeStats,
+    tracker: &mut shadow::Tracker,
     last_fill: &mut Option<(u64, u32)>,
 ) -> Option<Step> {
     let addr = r.si_addr;
@@ -394,8 +396,16 @@ fn page_fault(
     if !m.mem.ram.contains(leaf.phys, 4096) {
         return None; // MMIO or beyond RAM: the translator does device accesses.
     }
-    let prot = shadow::prot_for(&leaf);
+    let mut prot = shadow::prot_for(&leaf);
     if prot & shadow::PROT_W != 0 {
+        if m.mem.pt_watch.pages.borrow().contains(&leaf.phys) {
+            // A guest page table writable from user mode: writes must be seen, so they run
+            // translated (slow path) and the page stays read-only in the child.
+            if kind == AccessKind::Write {
+                return None;
+            }
+            prot &= !shadow::PROT_W;
+        }
         // Native writes would not invalidate translations made from this page.
         let mut cp = m.mem.code_pages.borrow_mut();
         if cp.contains(leaf.phys) {
@@ -403,9 +413,10 @@ fn page_fault(
         }
     }
     space.map(page, leaf.phys, prot);
+    tracker.track(&m.mem.pt_watch, space.cr3, page, &leaf);
     stats.shadow_fills += 1;
     tracing::trace!(target: "btvisor::mmu", "shadow fill {page:#x} -> {:#x} prot={prot} ({kind:?})", leaf.phys);
-    fault_around(cpu, m, space, page, stats);
+    fault_around(cpu, m, space, page, stats, tracker);
     Some(Step::Resume)
 }
 
@@ -418,6 +429,7 @@ fn fault_around(
     space: &mut ShadowSpace,
     page: u64,
     stats: &mut NativeStats,
+    tracker: &mut shadow::Tracker,
 ) {
     const CLUSTER: u64 = 16;
     let first = page & !(CLUSTER * 4096 - 1);
@@ -433,10 +445,14 @@ fn fault_around(
             continue;
         }
         let prot = shadow::prot_for(&leaf);
-        if prot & shadow::PROT_W != 0 && m.mem.code_pages.borrow().contains(leaf.phys) {
+        if prot & shadow::PROT_W != 0
+            && (m.mem.code_pages.borrow().contains(leaf.phys)
+                || m.mem.pt_watch.pages.borrow().contains(&leaf.phys))
+        {
             continue;
         }
         space.map(va, leaf.phys, prot);
+        tracker.track(&m.mem.pt_watch, space.cr3, va, &leaf);
         stats.fault_around_pages += 1;
     }
 }

@@ -58,6 +58,9 @@ pub struct NativeStats {
     pub children_started: u64,
     pub children_recycled: u64,
     pub translated_fallbacks: u64,
+    pub pt_writes: u64,
+    pub unmapped_by_writes: u64,
+    pub cr3_switches: u64,
     pub time_native: Duration,
     pub ops_sent: u64,
 }
@@ -98,6 +101,7 @@ pub struct NativeUser {
     pub stats: NativeStats,
     /// Set when native execution cannot work on this host (the reason is logged once).
     disabled: Option<String>,
+    tracker: shadow::Tracker,
 }
 
 impl NativeUser {
@@ -110,6 +114,7 @@ impl NativeUser {
             pinned: false,
             stats: NativeStats::default(),
             disabled: None,
+            tracker: shadow::Tracker::default(),
         }
     }
 
@@ -146,20 +151,45 @@ impl NativeUser {
                         }
                     }
                 }
-                TlbEvent::Cr3Load(cr3) => {
-                    if let Some(s) = self.spaces.iter_mut().find(|s| s.cr3 == cr3 & ADDR_MASK) {
-                        if !s.is_empty() {
-                            s.flush_all();
-                            self.stats.full_flushes += 1;
-                        }
-                    }
-                }
+                // Write tracking keeps every space's mappings current: a CR3 load flushes
+                // nothing the guest could tell apart (shadow.rs).
+                TlbEvent::Cr3Load(_) => self.stats.cr3_switches += 1,
                 TlbEvent::Invlpg { cr3, lin } => {
                     if let Some(s) = self.spaces.iter_mut().find(|s| s.cr3 == cr3 & ADDR_MASK) {
                         if s.unmap(lin) {
                             self.stats.pages_unmapped += 1;
                             tracing::trace!(target: "btvisor::mmu", "shadow unmap {lin:#x} (invlpg)");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drop the mappings built through paging entries the guest wrote since the last entry.
+    fn apply_pt_writes(&mut self, m: &Machine) {
+        let watch = &m.mem.pt_watch;
+        if watch.overflow.get() || self.tracker.over_limit(watch) {
+            for s in &mut self.spaces {
+                if !s.is_empty() {
+                    s.flush_all();
+                    self.stats.full_flushes += 1;
+                }
+            }
+            self.tracker.clear(watch);
+            return;
+        }
+        let writes = std::mem::take(&mut *watch.writes.borrow_mut());
+        for addr in writes {
+            self.stats.pt_writes += 1;
+            let Some(list) = self.tracker.take(addr) else {
+                continue;
+            };
+            for (cr3, va) in list {
+                if let Some(s) = self.spaces.iter_mut().find(|s| s.cr3 == cr3) {
+                    if s.unmap(va) {
+                        self.stats.unmapped_by_writes += 1;
+                        tracing::trace!(target: "btvisor::mmu", "shadow unmap {va:#x} in {cr3:#x} (guest wrote entry {addr:#x})");
                     }
                 }
             }
@@ -221,6 +251,7 @@ impl NativeUser {
     ) -> NativeOutcome {
         self.pin_monitor();
         self.apply_tlb_events(&mut m.tlb_events);
+        self.apply_pt_writes(m);
         let cr3 = cpu.cr3 & ADDR_MASK;
         let idx = match self.space_index(cr3) {
             Ok(i) => i,
@@ -288,7 +319,21 @@ impl NativeUser {
             let report = exits::read_report(space);
             let sent = std::mem::take(&mut space.sent);
             space.note_results(&sent);
-            match exits::handle(cpu, m, space, &report, &mut self.stats, &mut last_fill) {
+            let handled = exits::handle(
+                cpu,
+                m,
+                space,
+                &report,
+                &mut self.stats,
+                &mut self.tracker,
+                &mut last_fill,
+            );
+            if self.tracker.grew {
+                // New watched pages: no writable soft-TLB entry may survive for them.
+                self.tracker.grew = false;
+                crate::mmu::Memory::flush_tlb(cpu);
+            }
+            match handled {
                 exits::Step::Resume => {
                     if stop {
                         exits::load_state(cpu, space, &report);
@@ -324,6 +369,12 @@ impl NativeUser {
         let _ = writeln!(out, "  fault-around pages      {}", s.fault_around_pages);
         let _ = writeln!(out, "  guest #PF from native   {}", s.guest_page_faults);
         let _ = writeln!(out, "  pages unmapped (invlpg) {}", s.pages_unmapped);
+        let _ = writeln!(
+            out,
+            "  page-table writes       {} ({} mappings dropped)",
+            s.pt_writes, s.unmapped_by_writes
+        );
+        let _ = writeln!(out, "  address-space switches  {}", s.cr3_switches);
         let _ = writeln!(out, "  full shadow flushes     {}", s.full_flushes);
         let _ = writeln!(out, "  mapping requests sent   {}", s.ops_sent);
         let (mut allowed, mut denied) = (0, 0);

@@ -5,8 +5,11 @@
 //! Mappings are filled lazily on the child's faults from the guest page tables: a page is
 //! mapped readable (executable unless NX), and writable only once the guest's PTE is dirty, so
 //! the first write of a clean page comes back to set the Dirty bit as the CPU would. They are
-//! dropped on INVLPG, on a load of this address space's CR3 (which is how Linux flushes the
-//! TLB of an address space it changed while another ran) and when the space is recycled.
+//! dropped on INVLPG, when the guest writes a paging entry they were built from (write tracking
+//! with a reverse map, `NativeUser::track`), and when the space is recycled. Write tracking
+//! keeps every mapping as current as the guest's page tables, so a space survives the guest
+//! kernel's context switches (CR3 loads) with its mappings: a TLB that is always coherent is
+//! one the architecture allows (it may refill any entry at any time).
 
 use super::child::{Child, CHILD_RAM_FD};
 use super::layout::{self, Op, MAX_OPS};
@@ -34,6 +37,10 @@ pub struct UserLeaf {
     pub executable: bool,
     pub accessed: bool,
     pub dirty: bool,
+    /// Guest-physical addresses of the paging entries the walk used (PML4E first): writes to
+    /// any of them change this translation.
+    pub entries: [u64; 4],
+    pub depth: usize,
 }
 
 const P: u64 = 1;
@@ -54,8 +61,13 @@ pub fn probe_user(cpu: &CpuState, ram: &GuestRam, lin: u64) -> Option<UserLeaf> 
     let mut table = cpu.cr3 & ADDR;
     let mut shift = 39;
     let (mut rw, mut nx) = (true, false);
+    let mut entries = [0u64; 4];
+    let mut depth = 0;
     loop {
-        let e = ram.read_u64(table + ((lin >> shift) & 0x1ff) * 8)?;
+        let at = table + ((lin >> shift) & 0x1ff) * 8;
+        entries[depth] = at;
+        depth += 1;
+        let e = ram.read_u64(at)?;
         if e & P == 0 || e & US == 0 || e & rsvd != 0 || (!nxe && e & NX != 0) {
             return None;
         }
@@ -77,6 +89,8 @@ pub fn probe_user(cpu: &CpuState, ram: &GuestRam, lin: u64) -> Option<UserLeaf> 
                 executable: !nx,
                 accessed: e & A != 0,
                 dirty: e & D != 0,
+                entries,
+                depth,
             });
         }
         table = e & ADDR;
@@ -242,4 +256,48 @@ pub fn collides(cpu: &CpuState, ram: &GuestRam) -> bool {
         .read_u64((cpu.cr3 & ADDR) + layout::STUB_PML4_INDEX * 8)
         .unwrap_or(0);
     e & P != 0
+}
+
+/// The reverse map of write tracking: for each guest paging entry (by guest-physical address)
+/// the shadow mappings built through it, in every address space. A guest write to an entry
+/// drops those mappings; the pages holding entries are watched (`mmu::PtWatch`).
+#[derive(Default)]
+pub struct Tracker {
+    rmap: FxHashMap<u64, Vec<(u64, u64)>>,
+    /// A page joined the watched set: the soft TLB may still hold writable entries for it.
+    pub grew: bool,
+}
+
+/// Beyond this many entries or watched pages, tracking starts over (every space is flushed).
+const TRACK_LIMIT: usize = 1 << 18;
+const WATCH_LIMIT: usize = 1 << 14;
+
+impl Tracker {
+    /// Record that `va` in address space `cr3` was mapped through `leaf`'s entries.
+    pub fn track(&mut self, watch: &crate::mmu::PtWatch, cr3: u64, va: u64, leaf: &UserLeaf) {
+        let mut pages = watch.pages.borrow_mut();
+        for &e in &leaf.entries[..leaf.depth] {
+            self.rmap.entry(e).or_default().push((cr3, va));
+            if pages.insert(e & !0xfff) {
+                self.grew = true;
+            }
+        }
+    }
+
+    /// The mappings built through the entry at guest-physical `addr` (forgotten here).
+    pub fn take(&mut self, addr: u64) -> Option<Vec<(u64, u64)>> {
+        self.rmap.remove(&(addr & !7))
+    }
+
+    /// Whether the maps grew too large and should start over.
+    pub fn over_limit(&self, watch: &crate::mmu::PtWatch) -> bool {
+        self.rmap.len() > TRACK_LIMIT || watch.pages.borrow().len() > WATCH_LIMIT
+    }
+
+    pub fn clear(&mut self, watch: &crate::mmu::PtWatch) {
+        self.rmap.clear();
+        watch.pages.borrow_mut().clear();
+        watch.writes.borrow_mut().clear();
+        watch.overflow.set(false);
+    }
 }
