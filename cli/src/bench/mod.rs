@@ -26,10 +26,11 @@ use workloads::Workload;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Engines to compare, comma-separated: bt, kvm, qemu-tcg. Native always runs, as the
-    /// baseline ("native" alone: only that). Default: bt, kvm when /dev/kvm opens, qemu-tcg
-    /// when qemu-system-x86_64 runs.
-    #[arg(long, value_delimiter = ',', value_parser = ["bt", "kvm", "qemu-tcg", "native"])]
+    /// Engines to compare, comma-separated: bt (user code native), bt-translate (user code
+    /// translated), kvm, qemu-tcg. Native always runs, as the baseline ("native" alone: only
+    /// that). Default: bt, bt-translate, kvm when /dev/kvm opens, qemu-tcg when
+    /// qemu-system-x86_64 runs.
+    #[arg(long, value_delimiter = ',', value_parser = ["bt", "bt-translate", "kvm", "qemu-tcg", "native"])]
     pub engines: Vec<String>,
     /// Runs per engine (each a fresh boot, or a fresh nanobenchmark VM) and natively; the
     /// tables show medians. Default 3 (1 with --quick).
@@ -81,8 +82,10 @@ pub struct BenchArgs {
 /// What runs a guest in a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchEngine {
-    /// `btvisor run --accel bt`.
+    /// `btvisor run --accel bt`: kernel translated, user code native.
     Bt,
+    /// `btvisor run --accel bt --engine translate`: user code translated too.
+    BtTranslate,
     /// `btvisor run --accel kvm`.
     Kvm,
     /// `qemu-system-x86_64 -accel tcg`: a mature binary translator, for reference.
@@ -93,16 +96,18 @@ impl BenchEngine {
     pub fn name(self) -> &'static str {
         match self {
             BenchEngine::Bt => "bt",
+            BenchEngine::BtTranslate => "bt-translate",
             BenchEngine::Kvm => "kvm",
             BenchEngine::QemuTcg => "qemu-tcg",
         }
     }
 
-    /// btvisor's `--accel` value.
-    fn accel(self) -> &'static str {
+    /// btvisor's `--accel` and `--engine` options.
+    fn btvisor_args(self) -> [&'static str; 4] {
         match self {
-            BenchEngine::Kvm => "kvm",
-            _ => "bt",
+            BenchEngine::Kvm => ["--accel", "kvm", "--engine", "native"],
+            BenchEngine::BtTranslate => ["--accel", "bt", "--engine", "translate"],
+            _ => ["--accel", "bt", "--engine", "native"],
         }
     }
 
@@ -120,14 +125,15 @@ impl BenchEngine {
                     .args(["-append", APPEND]);
                 c
             }
-            BenchEngine::Bt | BenchEngine::Kvm => {
+            BenchEngine::Bt | BenchEngine::BtTranslate | BenchEngine::Kvm => {
                 let mut c = Command::new(self_exe());
                 c.arg("run")
                     .arg("--kernel")
                     .arg(kernel)
                     .arg("--initrd")
                     .arg(initrd)
-                    .args(["--append", APPEND, "--mem", mem, "--accel", self.accel()]);
+                    .args(["--append", APPEND, "--mem", mem])
+                    .args(self.btvisor_args());
                 c
             }
         }
@@ -238,6 +244,7 @@ fn engines(a: &BenchArgs) -> (Vec<BenchEngine>, Vec<String>) {
         let mut v = Vec::new();
         for (name, e) in [
             ("bt", BenchEngine::Bt),
+            ("bt-translate", BenchEngine::BtTranslate),
             ("kvm", BenchEngine::Kvm),
             ("qemu-tcg", BenchEngine::QemuTcg),
         ] {
@@ -247,7 +254,7 @@ fn engines(a: &BenchArgs) -> (Vec<BenchEngine>, Vec<String>) {
         }
         return (v, notes);
     }
-    let mut v = vec![BenchEngine::Bt];
+    let mut v = vec![BenchEngine::Bt, BenchEngine::BtTranslate];
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

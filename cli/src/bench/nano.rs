@@ -93,14 +93,13 @@ fn command(engine: BenchEngine, elf: &Path, only: &[&str]) -> Command {
             .args(["-append", &append]);
             c
         }
-        BenchEngine::Bt | BenchEngine::Kvm => {
+        BenchEngine::Bt | BenchEngine::BtTranslate | BenchEngine::Kvm => {
             let mut c = Command::new(super::self_exe());
-            c.arg("run").arg("--kernel").arg(elf).args([
-                "--append",
-                &append,
-                "--accel",
-                engine.accel(),
-            ]);
+            c.arg("run")
+                .arg("--kernel")
+                .arg(elf)
+                .args(["--append", &append])
+                .args(engine.btvisor_args());
             c
         }
     }
