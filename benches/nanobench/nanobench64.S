@@ -27,6 +27,16 @@
 #   divide-fault  DIV by zero, ring 0; the #DE handler skips the instruction
 #   pte-write     a store into a live page table (a 4 KiB page's PTE, flipping an ignored bit),
 #                 no INVLPG
+#   user-page-fault      a load from a not-present user page, ring 3; the #PF handler (CPL 3
+#                 fault) checks CR2, skips the load and returns with IRETQ
+#   user-touch-mapped    ring 3: SYSCALL to a handler that does INVLPG of a present user page
+#                 and SYSRETQs, then one load from that page (the page is mapped in the guest
+#                 tables throughout; an engine that shadows them refills it). Includes a syscall.
+#   as-switch     ring 3: SYSCALL to a handler that loads CR3 with the other of two address
+#                 spaces and SYSRETQs into it (both map the kernel, code and stacks alike, each
+#                 its own data page at AS_VA); the loop goes on there, so operations alternate
+#   user-compute  ring 3: 16 dependent register add/imul/xor, no traps (a baseline for code
+#                 that runs at the host CPU's speed)
 # A multiboot command line with a word "nano=NAME,NAME,..." runs only those operations (the
 # other words are ignored: QEMU puts the image's file name first), so a VMM that stops on one
 # operation can run the rest in a new VM.
@@ -44,6 +54,19 @@
 .set PF_VA, BENCH_VA                   # bench_pt[0]: not present
 .set PTE_VA, BENCH_VA + 0x1000         # bench_pt[1]: present, its PTE is the one written
 .set UART_LSR, 0x3FD
+# The ring-3 operations' pages, in PDPT[2] of their own tables (user_pd -> user_pt, all U):
+.set USER_VA, 0x80000000
+.set UPF_VA, USER_VA                   # user_pt[0]: not present (user-page-fault)
+.set UTM_VA, USER_VA + 0x1000          # user_pt[1]: user_page (user-touch-mapped)
+.set AS_VA, USER_VA + 0x2000           # user_pt[2]: as_page_a; in the second space as_page_b
+.set AS_MARK_A, 0xA                    # what each space's data page holds (as-switch checks)
+.set AS_MARK_B, 0xB
+# System calls (%eax): 0 return at once, 1 back to run_item, 2 INVLPG UTM_VA, 3 switch spaces
+.set SYS_INVLPG, 2
+.set SYS_SWITCH, 3
+.if ITERS % 2
+.error "as-switch needs an even ITERS: each batch must end in the space it began in"
+.endif
 
 # ITEM name, fn[, user]: run the operation loop fn (ITERS iterations in %r12) unless the
 # command line leaves it out, and print its line. user=1 runs the measurement in ring 3.
@@ -83,10 +106,53 @@ main64:
     lea bench_page(%rip), %rax
     or $3, %rax
     mov %rax, bench_pt+8(%rip)
+    # The ring-3 operations' tables at USER_VA (PDPT[2], user-accessible at every level):
+    # user_pt[0] not present, [1] user_page, [2] as_page_a.
+    lea user_tables(%rip), %rdi        # zero user_pd ... as_pt (do not rely on a zeroed .bss)
+    mov $(USER_TABLE_PAGES * 4096 / 8), %ecx
+    xor %eax, %eax
+    rep stosq
+    lea user_pd(%rip), %rax
+    or $7, %rax                        # P RW U
+    mov %rax, boot_pdpt + 2 * 8(%rip)
+    lea user_pt(%rip), %rax
+    or $7, %rax
+    mov %rax, user_pd(%rip)
+    lea user_page(%rip), %rax
+    or $7, %rax
+    mov %rax, user_pt + 1 * 8(%rip)
+    lea as_page_a(%rip), %rax
+    or $7, %rax
+    mov %rax, user_pt + 2 * 8(%rip)
+    movq $AS_MARK_A, as_page_a(%rip)
+    # The second address space (as-switch): as_pml4 -> as_pdpt, a copy of boot_pdpt (the
+    # kernel, the image, BENCH_VA alike) but for PDPT[2]: as_pd -> as_pt, whose entry 2 maps
+    # as_page_b at AS_VA.
+    lea boot_pdpt(%rip), %rsi
+    lea as_pdpt(%rip), %rdi
+    mov $512, %ecx
+    rep movsq
+    lea as_pdpt(%rip), %rax
+    or $7, %rax
+    mov %rax, as_pml4(%rip)
+    lea as_pd(%rip), %rax
+    or $7, %rax
+    mov %rax, as_pdpt + 2 * 8(%rip)
+    lea as_pt(%rip), %rax
+    or $7, %rax
+    mov %rax, as_pd(%rip)
+    lea as_page_b(%rip), %rax
+    or $7, %rax
+    mov %rax, as_pt + 2 * 8(%rip)
+    movq $AS_MARK_B, as_page_b(%rip)
+    lea as_pml4(%rip), %rax            # CR3 of one space ^ CR3 of the other
+    lea boot_pml4(%rip), %rdx
+    xor %rdx, %rax
+    mov %rax, as_cr3_xor(%rip)
     mov %cr3, %rax
     mov %rax, %cr3
-    # TSS64 rsp0 (nothing is expected to trap from ring 3 but the SYSCALLs; a stray one lands
-    # on this stack and the default handler reports it)
+    # TSS64 rsp0 (nothing is expected to trap from ring 3 but the SYSCALLs and
+    # user-page-fault's #PF; a stray one lands on this stack and the default handler reports it)
     lea kstack_top(%rip), %rax
     mov %rax, tss64+4(%rip)
     movw $104, tss64+102(%rip)
@@ -134,6 +200,10 @@ main64:
     ITEM "page-fault", op_pf
     ITEM "divide-fault", op_de
     ITEM "pte-write", op_pte
+    ITEM "user-page-fault", op_upf, 1
+    ITEM "user-touch-mapped", op_utm, 1
+    ITEM "as-switch", op_as, 1
+    ITEM "user-compute", op_ucompute, 1
     PUTS "nanobench done\n"
     xor %eax, %eax
     ret
@@ -204,13 +274,77 @@ op_pte:
     jnz 1b
     ret
 
+op_upf:                                # ring 3
+    mov $UPF_VA, %esi
+1:
+upf_insn:
+    mov (%rsi), %eax
+upf_insn_end:
+    dec %r12
+    jnz 1b
+    ret
+
+op_utm:                                # ring 3
+    mov $UTM_VA, %esi
+1:  mov $SYS_INVLPG, %eax
+    syscall
+    mov (%rsi), %eax
+    dec %r12
+    jnz 1b
+    ret
+
+# as-switch: each SYSCALL comes back in the other space, at the same place with the same
+# registers and stack (all in the image, mapped alike in both); after %r12 - 1 (odd) switches
+# the second space's data page must be at AS_VA, after the last one the first's again. The two
+# loads per batch are not switches (0.2 % of the operations).
+op_as:                                 # ring 3; %r12 even
+    mov $AS_VA, %esi
+    dec %r12
+1:  mov $SYS_SWITCH, %eax
+    syscall
+    dec %r12
+    jnz 1b
+    cmpq $AS_MARK_B, (%rsi)
+    jne 8f
+    mov $SYS_SWITCH, %eax
+    syscall
+    cmpq $AS_MARK_A, (%rsi)
+    jne 8f
+    ret
+8:  ud2                                # the wrong page at AS_VA: #UD, reported by the stub
+
+op_ucompute:                           # ring 3: one dependent chain of 16 per operation
+    mov $1, %eax
+    mov $0x9E3779B97F4A7C15, %rdx
+    mov $0x632BE59BD9B4E019, %rsi
+1:  .rept 4
+    imul %rdx, %rax
+    add %rsi, %rax
+    xor %rdx, %rax
+    add %rax, %rax
+    .endr
+    dec %r12
+    jnz 1b
+    ret
+
 # ---------------------------------------------------------------- handlers
-syscall_entry:                         # %eax 0: return at once; 1: back to run_item
-    test %eax, %eax
+syscall_entry:                         # %eax 0: return at once; 1: back to run_item;
+    test %eax, %eax                    # SYS_INVLPG, SYS_SWITCH: see above
     jnz 1f
     sysretq
-1:  mov kernel_rsp(%rip), %rsp
+1:  cmp $SYS_INVLPG, %eax
+    je 2f
+    cmp $SYS_SWITCH, %eax
+    je 3f
+    mov kernel_rsp(%rip), %rsp
     jmp user_done
+2:  mov $UTM_VA, %eax                  # drop the TLB entry of a page that stays mapped
+    invlpg (%rax)
+    sysretq
+3:  mov %cr3, %rax                     # into the other address space
+    xor as_cr3_xor(%rip), %rax
+    mov %rax, %cr3
+    sysretq
 
 # #PF: the frame is error code, RIP, CS, RFLAGS, RSP, SS (SDM vol. 3A, 6.14.1).
 pf_fast:
@@ -223,7 +357,19 @@ pf_fast:
     add $8, %rsp
     addq $(pf_insn_end - pf_insn), (%rsp)
     iretq
-1:  pop %rax
+1:  lea upf_insn(%rip), %rax           # user-page-fault: from ring 3, at UPF_VA
+    cmp %rax, 16(%rsp)
+    jne 2f
+    testb $3, 24(%rsp)                 # CS.RPL: a CPL 3 fault
+    jz 2f
+    mov %cr2, %rax
+    cmp upf_va(%rip), %rax             # (UPF_VA does not fit a sign-extended imm32)
+    jne 2f
+    pop %rax
+    add $8, %rsp
+    addq $(upf_insn_end - upf_insn), (%rsp)
+    iretq
+2:  pop %rax
     jmp exc_stubs + 14 * 16
 
 de_fast:
@@ -449,12 +595,25 @@ tss64: .skip 104
 .align 8
 kernel_rsp: .quad 0
 sel_list: .quad 0
+upf_va: .quad UPF_VA
+as_cr3_xor: .quad 0
 
 .section .bss
 .align 4096
 bench_pd: .skip 4096
 bench_pt: .skip 4096
 bench_page: .skip 4096
+user_tables:                           # zeroed by main64
+user_pd: .skip 4096
+user_pt: .skip 4096
+as_pml4: .skip 4096
+as_pdpt: .skip 4096
+as_pd: .skip 4096
+as_pt: .skip 4096
+.set USER_TABLE_PAGES, (. - user_tables) / 4096
+user_page: .skip 4096
+as_page_a: .skip 4096
+as_page_b: .skip 4096
 .align 64
 results: .skip 8 * BATCHES
 .align 16

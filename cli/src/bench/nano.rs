@@ -38,6 +38,22 @@ pub const OPERATIONS: &[(&str, &str)] = &[
         "pte-write",
         "store to a live page-table entry (an ignored bit), no INVLPG",
     ),
+    (
+        "user-page-fault",
+        "load from a not-present page in ring 3; the #PF handler checks CR2, skips it, IRETQ",
+    ),
+    (
+        "user-touch-mapped",
+        "syscall whose handler INVLPGs a mapped user page, then a load from it: subtract syscall",
+    ),
+    (
+        "as-switch",
+        "syscall whose handler loads CR3 with the other of two address spaces; SYSRETQ there",
+    ),
+    (
+        "user-compute",
+        "ring 3: 16 dependent register add/imul/xor per operation, no traps",
+    ),
 ];
 
 /// Assemble the kernel into `out_dir`.

@@ -160,19 +160,29 @@ impl ShadowSpace {
         self.pages.len()
     }
 
-    /// Queue a mapping of guest page `va` to guest-physical `phys`.
-    pub fn map(&mut self, va: u64, phys: u64, prot: u8) {
+    /// Queue a mapping of `pages` guest pages from `va` to guest-physical `phys` (contiguous
+    /// in both): one request however many pages (each mmap costs about the same:
+    /// notes/native-exec.md item 5).
+    pub fn map(&mut self, va: u64, phys: u64, pages: u64, prot: u8) {
         let va = va & !0xfff;
         if self.pending.len() + 1 > MAX_OPS - 2 {
             // Too much at once: start over from an empty space (faults refill it).
             self.flush_all();
         }
-        self.pages.insert(va, Mapping { phys, prot });
+        for i in 0..pages {
+            self.pages.insert(
+                va + i * 4096,
+                Mapping {
+                    phys: phys + i * 4096,
+                    prot,
+                },
+            );
+        }
         self.pending.push(Op {
             nr: NR_MMAP,
             args: [
                 va,
-                4096,
+                pages * 4096,
                 host_prot(prot),
                 (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
                 CHILD_RAM_FD as u64,
@@ -241,7 +251,9 @@ impl ShadowSpace {
                     op.result as i64
                 );
                 if op.nr == NR_MMAP {
-                    self.pages.remove(&op.args[0]);
+                    for i in 0..op.args[1] / 4096 {
+                        self.pages.remove(&(op.args[0] + i * 4096));
+                    }
                 }
             }
         }
