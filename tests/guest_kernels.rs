@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 fn check(name: &str) {
-    for engine in ["native", "translate"] {
+    for engine in ["native", "translate", "adaptive"] {
         check_engine(name, engine);
     }
 }

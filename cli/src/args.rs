@@ -53,9 +53,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "bt", value_parser = ["bt", "kvm"])]
     pub accel: String,
     /// Under --accel bt, what runs guest user code: native (at the host CPU's speed, in a
-    /// sandboxed child process per guest address space) or translate (the translator, like
-    /// kernel code).
-    #[arg(long, default_value = "native", value_parser = ["native", "translate"])]
+    /// sandboxed child process per guest address space), translate (the translator, like
+    /// kernel code) or adaptive (native, except address spaces that trap more often than a
+    /// world switch pays for, which run translated for a while).
+    #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "native", "translate"])]
     pub engine: String,
 }
 

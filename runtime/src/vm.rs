@@ -155,8 +155,11 @@ pub struct VmConfig {
 /// Which engine runs guest user code under binary translation (design.md 3: one policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UserEngine {
-    /// Natively, in a sandboxed child per address space (runtime/src/native).
+    /// Natively, but an address space whose native runs between exits are shorter than a
+    /// world switch runs translated for a while (`native::NativeUser::adaptive`).
     #[default]
+    Adaptive,
+    /// Natively whenever possible, in a sandboxed child per address space (runtime/src/native).
     Native,
     /// Through the translator, like kernel code.
     Translate,
@@ -166,9 +169,12 @@ impl std::str::FromStr for UserEngine {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "adaptive" => Ok(UserEngine::Adaptive),
             "native" => Ok(UserEngine::Native),
             "translate" => Ok(UserEngine::Translate),
-            _ => Err(format!("unknown engine '{s}' (native or translate)")),
+            _ => Err(format!(
+                "unknown engine '{s}' (adaptive, native or translate)"
+            )),
         }
     }
 }
@@ -217,8 +223,8 @@ impl Vm {
         };
         let mut cpu = Box::new(CpuState::new());
         let native = (config.accel == crate::engine::Accel::Bt
-            && config.user == UserEngine::Native)
-            .then(|| NativeUser::new(&machine.mem.ram));
+            && config.user != UserEngine::Translate)
+            .then(|| NativeUser::new(&machine.mem.ram, config.user == UserEngine::Adaptive));
         // The guest's TSC counts from 0 at power-on, unless guest user code runs natively:
         // its RDTSC reads the host's counter, so the guest's must be the host's too.
         if native.is_none() {
@@ -391,6 +397,14 @@ impl Vm {
                     self.machine.stats.halts += 1;
                 }
                 RunExit::Raise(e) => {
+                    if e.vector == btvisor_translator::exception::vector::UD
+                        && self.cpu.cpl() == 3
+                        && self.native.as_mut().is_some_and(|n| {
+                            n.take_over_undefined(&self.cpu, &self.machine.mem.ram)
+                        })
+                    {
+                        continue;
+                    }
                     if let Some(exit) = self.raise(e) {
                         return exit;
                     }

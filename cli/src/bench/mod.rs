@@ -26,11 +26,11 @@ use workloads::Workload;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Engines to compare, comma-separated: bt (user code native), bt-translate (user code
-    /// translated), kvm, qemu-tcg. Native always runs, as the baseline ("native" alone: only
-    /// that). Default: bt, bt-translate, kvm when /dev/kvm opens, qemu-tcg when
+    /// Engines to compare, comma-separated: bt (the default adaptive engine), bt-native (user
+    /// code always native), bt-translate (user code translated), kvm, qemu-tcg. Native always runs, as the baseline ("native" alone: only
+    /// that). Default: bt, bt-native, bt-translate, kvm when /dev/kvm opens, qemu-tcg when
     /// qemu-system-x86_64 runs.
-    #[arg(long, value_delimiter = ',', value_parser = ["bt", "bt-translate", "kvm", "qemu-tcg", "native"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["bt", "bt-native", "bt-translate", "kvm", "qemu-tcg", "native"])]
     pub engines: Vec<String>,
     /// Runs per engine (each a fresh boot, or a fresh nanobenchmark VM) and natively; the
     /// tables show medians. Default 3 (1 with --quick).
@@ -82,8 +82,11 @@ pub struct BenchArgs {
 /// What runs a guest in a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchEngine {
-    /// `btvisor run --accel bt`: kernel translated, user code native.
+    /// `btvisor run --accel bt`: kernel translated, user code native or translated by the
+    /// adaptive policy (the default engine).
     Bt,
+    /// `btvisor run --accel bt --engine native`: user code always native.
+    BtNative,
     /// `btvisor run --accel bt --engine translate`: user code translated too.
     BtTranslate,
     /// `btvisor run --accel kvm`.
@@ -96,6 +99,7 @@ impl BenchEngine {
     pub fn name(self) -> &'static str {
         match self {
             BenchEngine::Bt => "bt",
+            BenchEngine::BtNative => "bt-native",
             BenchEngine::BtTranslate => "bt-translate",
             BenchEngine::Kvm => "kvm",
             BenchEngine::QemuTcg => "qemu-tcg",
@@ -107,7 +111,8 @@ impl BenchEngine {
         match self {
             BenchEngine::Kvm => ["--accel", "kvm", "--engine", "native"],
             BenchEngine::BtTranslate => ["--accel", "bt", "--engine", "translate"],
-            _ => ["--accel", "bt", "--engine", "native"],
+            BenchEngine::BtNative => ["--accel", "bt", "--engine", "native"],
+            _ => ["--accel", "bt", "--engine", "adaptive"],
         }
     }
 
@@ -125,7 +130,10 @@ impl BenchEngine {
                     .args(["-append", APPEND]);
                 c
             }
-            BenchEngine::Bt | BenchEngine::BtTranslate | BenchEngine::Kvm => {
+            BenchEngine::Bt
+            | BenchEngine::BtNative
+            | BenchEngine::BtTranslate
+            | BenchEngine::Kvm => {
                 let mut c = Command::new(self_exe());
                 c.arg("run")
                     .arg("--kernel")
@@ -244,6 +252,7 @@ fn engines(a: &BenchArgs) -> (Vec<BenchEngine>, Vec<String>) {
         let mut v = Vec::new();
         for (name, e) in [
             ("bt", BenchEngine::Bt),
+            ("bt-native", BenchEngine::BtNative),
             ("bt-translate", BenchEngine::BtTranslate),
             ("kvm", BenchEngine::Kvm),
             ("qemu-tcg", BenchEngine::QemuTcg),
@@ -254,7 +263,11 @@ fn engines(a: &BenchArgs) -> (Vec<BenchEngine>, Vec<String>) {
         }
         return (v, notes);
     }
-    let mut v = vec![BenchEngine::Bt, BenchEngine::BtTranslate];
+    let mut v = vec![
+        BenchEngine::Bt,
+        BenchEngine::BtNative,
+        BenchEngine::BtTranslate,
+    ];
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

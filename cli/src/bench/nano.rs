@@ -109,7 +109,7 @@ fn command(engine: BenchEngine, elf: &Path, only: &[&str]) -> Command {
             .args(["-append", &append]);
             c
         }
-        BenchEngine::Bt | BenchEngine::BtTranslate | BenchEngine::Kvm => {
+        BenchEngine::Bt | BenchEngine::BtNative | BenchEngine::BtTranslate | BenchEngine::Kvm => {
             let mut c = Command::new(super::self_exe());
             c.arg("run")
                 .arg("--kernel")

@@ -330,6 +330,16 @@ impl Child {
         }
     }
 
+    /// The monitor goes on with another child: make this one sleep now if it waits.
+    pub fn park(&self) {
+        let _ = self.state().compare_exchange(
+            state::EXITED,
+            state::PARKED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// Kill the child now (it is replaced by a fresh one when needed).
     pub fn kill(&mut self) {
         if !self.reaped {

@@ -39,6 +39,9 @@ pub mod state {
     pub const EXITED: u32 = 1;
     /// The monitor wrote the guest's state and the fix-ups: the stub applies them and resumes.
     pub const RESUME: u32 = 2;
+    /// The monitor went on with another address space: the stub sleeps at once instead of
+    /// spinning on the CPU the other child needs.
+    pub const PARKED: u32 = 3;
 }
 
 /// One system call the stub makes before resuming (mmap, munmap, mprotect).

@@ -61,6 +61,7 @@ pub struct NativeStats {
     pub pt_writes: u64,
     pub unmapped_by_writes: u64,
     pub cr3_switches: u64,
+    pub adaptive_spells: u64,
     pub time_native: Duration,
     pub ops_sent: u64,
 }
@@ -102,10 +103,19 @@ pub struct NativeUser {
     /// Set when native execution cannot work on this host (the reason is logged once).
     disabled: Option<String>,
     tracker: shadow::Tracker,
+    /// Run trap-heavy address spaces translated for a while (design.md 3: the adaptive engine).
+    adaptive: bool,
 }
 
+/// The adaptive policy: an address space whose exits come on average sooner than this after
+/// a resume (the world switch itself is about 2.3-3 us here) runs user code that costs less
+/// natively than its switches do; it runs translated for `TRANSLATED_SPELL`, then natively
+/// again. A resume-to-exit average is kept per space with weight 1/8 for the newest exit.
+const SHORT_RUN: Duration = Duration::from_micros(4);
+const TRANSLATED_SPELL: Duration = Duration::from_millis(20);
+
 impl NativeUser {
-    pub fn new(ram: &GuestRam) -> NativeUser {
+    pub fn new(ram: &GuestRam, adaptive: bool) -> NativeUser {
         NativeUser {
             ram_fd: ram.fd(),
             spaces: Vec::new(),
@@ -115,6 +125,7 @@ impl NativeUser {
             stats: NativeStats::default(),
             disabled: None,
             tracker: shadow::Tracker::default(),
+            adaptive,
         }
     }
 
@@ -137,6 +148,28 @@ impl NativeUser {
             && cpu.rflags & (rflags::TF | rflags::VM) == 0
             && !cpu.interrupt_shadow
             && !shadow::collides(cpu, ram)
+            && !(self.adaptive && self.translating(cpu.cr3 & ADDR_MASK))
+    }
+
+    /// The translator raised #UD in user code: guest user code sees the host's CPUID (no
+    /// CPUID faulting here), so it may use instructions the translator does not run (AVX,
+    /// AVX-512). If the vCPU can run natively, end any translated spell of its address space
+    /// and say so: the host CPU then runs the instruction (or raises the #UD itself).
+    pub fn take_over_undefined(&mut self, cpu: &CpuState, ram: &GuestRam) -> bool {
+        let cr3 = cpu.cr3 & ADDR_MASK;
+        if let Some(s) = self.spaces.iter_mut().find(|s| s.cr3 == cr3) {
+            s.translate_until = None;
+        }
+        self.eligible(cpu, ram)
+    }
+
+    /// Whether the adaptive policy has the address space `cr3` run translated just now.
+    fn translating(&self, cr3: u64) -> bool {
+        self.spaces
+            .iter()
+            .find(|s| s.cr3 == cr3)
+            .and_then(|s| s.translate_until)
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// Apply the translation changes the callouts recorded since the last entry.
@@ -213,6 +246,12 @@ impl NativeUser {
     /// The space of `cr3`: found in the pool, or a recycled or new child.
     fn space_index(&mut self, cr3: u64) -> Result<usize, String> {
         self.tick += 1;
+        // The child that ran last stops spinning: the next one is pinned to the same CPU.
+        if let Some(prev) = self.spaces.iter().max_by_key(|s| s.last_used) {
+            if prev.cr3 != cr3 {
+                prev.child.park();
+            }
+        }
         if let Some(i) = self.spaces.iter().position(|s| s.cr3 == cr3) {
             self.spaces[i].last_used = self.tick;
             return Ok(i);
@@ -296,7 +335,16 @@ impl NativeUser {
                     WaitStep::Wait(sleep)
                 }
             });
-            self.stats.time_native += started.elapsed();
+            let ran = started.elapsed();
+            self.stats.time_native += ran;
+            let avg = space.run_average.get_or_insert(ran);
+            *avg = (*avg * 7 + ran) / 8;
+            if self.adaptive && *avg < SHORT_RUN {
+                space.translate_until = Some(Instant::now() + TRANSLATED_SPELL);
+                space.run_average = None;
+                self.stats.adaptive_spells += 1;
+                tracing::trace!(target: "btvisor::traps", "native: cr3 {cr3:#x} exits every {ran:?}: translated for {TRANSLATED_SPELL:?}");
+            }
             match end {
                 WaitEnd::Exited => {}
                 WaitEnd::Died(why) => {
@@ -394,6 +442,12 @@ impl NativeUser {
             s.children_started, s.children_recycled
         );
         let _ = writeln!(out, "  translated fallbacks    {}", s.translated_fallbacks);
+        let _ = writeln!(
+            out,
+            "  translated spells       {} (adaptive policy{})",
+            s.adaptive_spells,
+            if self.adaptive { "" } else { ": off" }
+        );
         out
     }
 }

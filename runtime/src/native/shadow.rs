@@ -137,6 +137,10 @@ pub struct ShadowSpace {
     pub last_used: u64,
     /// Mapping requests sent with the last resume (their results come back with the report).
     pub sent: Vec<Op>,
+    /// Running average of resume-to-exit time (the adaptive policy).
+    pub run_average: Option<std::time::Duration>,
+    /// The adaptive policy runs this space translated until then.
+    pub translate_until: Option<std::time::Instant>,
 }
 
 impl ShadowSpace {
@@ -149,6 +153,8 @@ impl ShadowSpace {
             fp_stash: FxHashMap::default(),
             last_used: 0,
             sent: Vec::new(),
+            run_average: None,
+            translate_until: None,
         }
     }
 
