@@ -19,6 +19,10 @@ const OPERATIONS: &[&str] = &[
     "page-fault",
     "divide-fault",
     "pte-write",
+    "user-page-fault",
+    "user-touch-mapped",
+    "as-switch",
+    "user-compute",
 ];
 
 const WORKLOADS: &[&str] = &[

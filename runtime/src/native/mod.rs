@@ -348,11 +348,14 @@ impl NativeUser {
             match end {
                 WaitEnd::Exited => {}
                 WaitEnd::Died(why) => {
-                    let pid = space.child.pid;
+                    // Only guest code can have broken its own sandbox this way (a forged
+                    // signal frame through the stub): that process gets #GP at the last state
+                    // the monitor knows, which the guest kernel turns into a fatal signal, and
+                    // its address space a fresh child.
+                    tracing::warn!(target: "btvisor::native", "native child {} of cr3 {cr3:#x} died ({why}); #GP", space.child.pid);
                     self.spaces.remove(idx);
-                    return NativeOutcome::Stop(VmExit::Unsupported(format!(
-                        "the native-execution child {pid} of address space {cr3:#x} died ({why})\n"
-                    )));
+                    self.stats.exit("child died");
+                    return NativeOutcome::Raise(Exception::gp(0));
                 }
                 WaitEnd::Unresponsive => {
                     // The guest process blocked the kick (a forged rt_sigreturn frame through
