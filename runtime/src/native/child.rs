@@ -96,7 +96,8 @@ pub struct Child {
     /// The monitor's mapping of the stub memfd (code, then the control area).
     map: *mut u8,
     map_len: usize,
-    stub_fd: OwnedFd,
+    /// The stub memfd (code and control area), closed with the child.
+    _stub_fd: OwnedFd,
     pub validator: Option<Validator>,
     /// The XSAVE image of the child's first report: the template of every guest FPU image.
     pub fp_template: Vec<u8>,
@@ -180,7 +181,7 @@ impl Child {
             pid,
             map,
             map_len,
-            stub_fd,
+            _stub_fd: stub_fd,
             validator: None,
             fp_template: Vec::new(),
             reaped: false,
@@ -359,7 +360,6 @@ impl Drop for Child {
         self.kill();
         // SAFETY: our own mapping.
         unsafe { libc::munmap(self.map as *mut _, self.map_len) };
-        let _ = &self.stub_fd;
     }
 }
 

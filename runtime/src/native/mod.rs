@@ -409,7 +409,7 @@ impl NativeUser {
         let _ = writeln!(out, "  entries                 {}", s.entries);
         let _ = writeln!(
             out,
-            "  time running natively   {:.3} s",
+            "  time in children        {:.3} s (resume to exit)",
             s.time_native.as_secs_f64()
         );
         let _ = writeln!(out, "  exits by cause:");
