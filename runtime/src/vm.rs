@@ -105,6 +105,19 @@ pub enum HostInput {
     Quit,
 }
 
+/// The console's input closure (`Vm::input`).
+pub type InputPoll = Box<dyn FnMut() -> HostInput>;
+
+/// Poll console input once: bytes go to the serial port; true when the user asked to quit.
+pub(crate) fn poll_input(input: &mut Option<InputPoll>, devices: &mut PcDevices) -> bool {
+    match input.as_mut().map(|poll| poll()) {
+        Some(HostInput::Bytes(b)) => devices.enqueue_serial_input(&b),
+        Some(HostInput::Quit) => return true,
+        Some(HostInput::Nothing) | None => {}
+    }
+    false
+}
+
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
@@ -187,7 +200,7 @@ pub struct Vm {
     /// Stop with `VmExit::Timeout` at this instant (tests and fuzzing; `None` runs forever).
     pub deadline: Option<Instant>,
     /// Polled between block batches and while halted: console input for the serial port.
-    pub input: Option<Box<dyn FnMut() -> HostInput>>,
+    pub input: Option<InputPoll>,
     /// The engine that runs the vCPU (`VmConfig::accel`); taken out of its place while it runs.
     engine: Option<Box<dyn crate::engine::Engine>>,
     /// Native execution of guest user code (`UserEngine::Native` under binary translation).
@@ -300,12 +313,8 @@ impl Vm {
                 return VmExit::Timeout;
             }
             self.cpu.exit_request = 0;
-            if let Some(poll) = self.input.as_mut() {
-                match poll() {
-                    HostInput::Nothing => {}
-                    HostInput::Bytes(b) => self.machine.devices.enqueue_serial_input(&b),
-                    HostInput::Quit => return VmExit::Quit,
-                }
+            if poll_input(&mut self.input, &mut self.machine.devices) {
+                return VmExit::Quit;
             }
             self.machine.devices.update(now);
             if !self.cpu.interrupt_shadow
@@ -357,13 +366,7 @@ impl Vm {
                     let (input, deadline) = (&mut self.input, self.deadline);
                     let mut quit = false;
                     let mut housekeeping = |m: &mut Machine| {
-                        if let Some(poll) = input.as_mut() {
-                            match poll() {
-                                HostInput::Nothing => {}
-                                HostInput::Bytes(b) => m.devices.enqueue_serial_input(&b),
-                                HostInput::Quit => quit = true,
-                            }
-                        }
+                        quit |= poll_input(input, &mut m.devices);
                         Housekeeping {
                             stop: quit || deadline.is_some_and(|d| Instant::now() >= d),
                         }

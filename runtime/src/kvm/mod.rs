@@ -29,7 +29,7 @@ pub mod state;
 
 use crate::engine::{Accel, Engine};
 use crate::memory::GuestRam;
-use crate::vm::{HostInput, Vm, VmExit};
+use crate::vm::{Vm, VmExit};
 use btvisor_devices::{IoOutcome, PhysMmio};
 use kvm_bindings::{kvm_run, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -424,12 +424,8 @@ impl KvmEngine {
             if vm.deadline.is_some_and(|d| now >= d) {
                 return VmExit::Timeout;
             }
-            if let Some(poll) = vm.input.as_mut() {
-                match poll() {
-                    HostInput::Nothing => {}
-                    HostInput::Bytes(b) => vm.machine.devices.enqueue_serial_input(&b),
-                    HostInput::Quit => return VmExit::Quit,
-                }
+            if crate::vm::poll_input(&mut vm.input, &mut vm.machine.devices) {
+                return VmExit::Quit;
             }
             let devices = &mut vm.machine.devices;
             devices.update(now);

@@ -45,13 +45,11 @@ pub struct Report {
     pub gregs: [u64; 23],
     pub fs_base: u64,
     pub gs_base: u64,
-    pub fp: Vec<u8>,
 }
 
 pub fn read_report(space: &ShadowSpace) -> Report {
     // SAFETY: the child published (state EXITED) and waits; the control area is ours to read.
     let c: &Ctrl = unsafe { &*space.child.ctrl_ptr() };
-    let n = (c.fp_size as usize).min(FP_MAX);
     Report {
         signo: c.signo as i32,
         si_code: c.si_code,
@@ -61,7 +59,6 @@ pub fn read_report(space: &ShadowSpace) -> Report {
         gregs: c.gregs,
         fs_base: c.fs_base,
         gs_base: c.gs_base,
-        fp: c.fpstate[..n].to_vec(),
     }
 }
 
@@ -86,38 +83,37 @@ const GREG_OF_GPR: [usize; 16] = [
     greg::R8 + 7,
 ];
 
-/// The guest's FPU image for the child: the stashed image of this thread (AVX state the
-/// guest kernel does not manage) or the child's template, with the x87/SSE part from
-/// `cpu.fx`, which the guest kernel does manage.
-fn fp_image(cpu: &CpuState, space: &ShadowSpace) -> Vec<u8> {
+/// Write the guest's FPU image into the control area: the stashed image of this thread (AVX
+/// state the guest kernel does not manage) or the child's template, with the x87/SSE part from
+/// `cpu.fx`, which the guest kernel does manage. No copy beyond the one into the area: this is
+/// on every world switch.
+fn write_fp_image(cpu: &CpuState, space: &ShadowSpace, c: &mut Ctrl) {
     let fs = cpu.seg[Seg::Fs as usize].base;
-    let mut img = match space.fp_stash.get(&fs) {
-        Some(i) => i.clone(),
-        None => {
-            let mut t = space.child.fp_template.clone();
-            // Extended components at their initial state (XSTATE_BV bit clear).
-            if t.len() >= XSTATE_BV + 8 {
-                t[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&3u64.to_le_bytes());
-            }
-            t
-        }
+    let (src, stashed) = match space.fp_stash.get(&fs) {
+        Some(i) => (i.as_slice(), true),
+        None => (space.child.fp_template.as_slice(), false),
     };
+    let n = src.len().min(c.fp_size as usize).min(FP_MAX);
+    if n < XSTATE_BV + 8 {
+        return; // no XSAVE image (the child checked at start-up that it has one)
+    }
+    let img = &mut c.fpstate[..n];
+    img.copy_from_slice(&src[..n]);
     // Bytes 464..511 of the legacy area carry the kernel's fx_sw_bytes: keep the frame's.
     img[..464].copy_from_slice(&cpu.fx.0[..464]);
     let p = &cpu.x87_ptr;
     img[FxArea::FOP..FxArea::FOP + 2].copy_from_slice(&p.fop.to_le_bytes());
     img[FxArea::FIP..FxArea::FIP + 8].copy_from_slice(&p.fip.to_le_bytes());
     img[FxArea::FDP..FxArea::FDP + 8].copy_from_slice(&p.fdp.to_le_bytes());
-    if img.len() >= XSTATE_BV + 8 {
-        let bv = u64::from_le_bytes(img[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8 bytes"));
-        img[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(bv | 3).to_le_bytes());
-    }
-    img
+    // x87 and SSE always come from the area; the template's extended components start at
+    // their initial state (XSTATE_BV bit clear).
+    let bv = u64::from_le_bytes(img[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8 bytes"));
+    let bv = if stashed { bv | 3 } else { 3 };
+    img[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
 }
 
 /// Write the guest's user state into the control area for the next resume.
 pub fn write_entry_state(cpu: &CpuState, space: &mut ShadowSpace) {
-    let img = fp_image(cpu, space);
     // SAFETY: the child waits for RESUME; the control area is ours to write.
     let c: &mut Ctrl = unsafe { &mut *space.child.ctrl_ptr() };
     for (i, &g) in GREG_OF_GPR.iter().enumerate() {
@@ -128,11 +124,11 @@ pub fn write_entry_state(cpu: &CpuState, space: &mut ShadowSpace) {
     c.gregs[greg::CSGSFS] = HOST_CS64 | HOST_SS << 48;
     c.fs_base = cpu.seg[Seg::Fs as usize].base;
     c.gs_base = cpu.seg[Seg::Gs as usize].base;
-    let n = img.len().min(c.fp_size as usize).min(FP_MAX);
-    c.fpstate[..n].copy_from_slice(&img[..n]);
+    write_fp_image(cpu, space, c);
 }
 
-/// Take the guest's user state from a report.
+/// Take the guest's user state from a report (the FPU image straight from the control area,
+/// where the child left it).
 pub fn load_state(cpu: &mut CpuState, space: &mut ShadowSpace, r: &Report) {
     for (i, &g) in GREG_OF_GPR.iter().enumerate() {
         cpu.gpr[i] = r.gregs[g];
@@ -142,17 +138,22 @@ pub fn load_state(cpu: &mut CpuState, space: &mut ShadowSpace, r: &Report) {
     cpu.set_rflags((old & !USER_FLAGS) | (r.gregs[greg::EFLAGS] & USER_FLAGS));
     cpu.seg[Seg::Fs as usize].base = r.fs_base;
     cpu.seg[Seg::Gs as usize].base = r.gs_base;
-    if r.fp.len() >= 512 {
-        cpu.fx.0[..464].copy_from_slice(&r.fp[..464]);
-        let u16_at = |o: usize| u16::from_le_bytes([r.fp[o], r.fp[o + 1]]);
-        let u64_at = |o: usize| u64::from_le_bytes(r.fp[o..o + 8].try_into().expect("8 bytes"));
+    // SAFETY: the child waits (state EXITED); the control area is ours to read.
+    let c: &Ctrl = unsafe { &*space.child.ctrl_ptr() };
+    let fp = &c.fpstate[..(c.fp_size as usize).min(FP_MAX)];
+    if fp.len() >= 512 {
+        cpu.fx.0[..464].copy_from_slice(&fp[..464]);
+        let u16_at = |o: usize| u16::from_le_bytes([fp[o], fp[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(fp[o..o + 8].try_into().expect("8 bytes"));
         cpu.x87_ptr.fop = u16_at(FxArea::FOP) & 0x7ff;
         cpu.x87_ptr.fip = u64_at(FxArea::FIP);
         cpu.x87_ptr.fdp = u64_at(FxArea::FDP);
         if space.fp_stash.len() > 256 {
             space.fp_stash.clear();
         }
-        space.fp_stash.insert(r.fs_base, r.fp.clone());
+        let stash = space.fp_stash.entry(r.fs_base).or_default();
+        stash.clear();
+        stash.extend_from_slice(fp);
     }
 }
 

@@ -162,10 +162,6 @@ impl ShadowSpace {
         self.pages.get(&(va & !0xfff)).copied()
     }
 
-    pub fn mapped_count(&self) -> usize {
-        self.pages.len()
-    }
-
     /// Queue a mapping of `pages` guest pages from `va` to guest-physical `phys` (contiguous
     /// in both): one request however many pages (each mmap costs about the same:
     /// notes/native-exec.md item 5).
