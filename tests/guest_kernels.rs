@@ -57,5 +57,5 @@ macro_rules! guest_tests {
 
 guest_tests!(
     hello, triple32, seg32, alu32, memstr32, paging32, pae32, exc32, sens32, pitirq32, smc32,
-    user32, alu64, paging64, exc64, sens64, user64, smc64, sse64, native64, sandbox64
+    user32, alu64, paging64, exc64, sens64, user64, smc64, sse64, native64, sandbox64, xsave64
 );

@@ -213,6 +213,8 @@ fn is_fpu_or_simd(insn: &Instruction) -> bool {
                 | F::FXSR
                 | F::XSAVE
                 | F::XSAVEOPT
+                | F::XSAVEC
+                | F::XSAVES
         )
     })
 }

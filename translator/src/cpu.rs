@@ -263,6 +263,19 @@ impl FxArea {
     }
 }
 
+/// The upper halves of YMM0-15, 16 bytes each (the AVX component of an XSAVE image, SDM
+/// Vol. 1, 13.5.3).
+#[derive(Copy, Clone, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct YmmHigh(pub [u8; 256]);
+
+impl std::fmt::Debug for YmmHigh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self.0.iter().any(|&b| b != 0);
+        write!(f, "YmmHigh {{ nonzero: {used} }}")
+    }
+}
+
 impl std::fmt::Debug for FxArea {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -354,6 +367,10 @@ pub struct CpuState {
     pub tlb: SoftTlb,
     /// x87/MMX/SSE registers, run by the native-step engine (`crate::native_step`).
     pub fx: FxArea,
+    /// Bits 255:128 of YMM0-15 (XSAVE state component 2, AVX), in the layout of the XSAVE
+    /// area's AVX component: the legacy SSE instructions leave them alone, VEX instructions
+    /// (native-stepped) and XSAVE/XRSTOR use them. Zero is the initial state.
+    pub ymmh: YmmHigh,
     pub x87_ptr: X87Pointers,
     /// Why a helper stopped the VM (with `Exception::stop()`): reported as
     /// `StopReason::Unsupported`.
@@ -402,6 +419,7 @@ impl CpuState {
             tlb_generation: 0,
             tlb: SoftTlb::new(),
             fx: FxArea::init(crate::native_step::guest_mxcsr_mask()),
+            ymmh: YmmHigh([0; 256]),
             x87_ptr: X87Pointers::default(),
             stop_what: "",
             native_steps: 0,

@@ -2,9 +2,10 @@
 //! `scan_block` and both backends (interpreter, JIT) with random XMM/x87 state, GPRs, flags and
 //! memory, compared with the same instruction run natively (oracle.rs): the FXSAVE image
 //! (minus FOP/FIP/FDP and MXCSR_MASK, which the engine keeps for the guest), the GPRs, the
-//! arithmetic flags and the data memory. Plus the exception rules: #NM/#UD from CR0/CR4,
-//! #GP for misaligned operands and reserved MXCSR bits, #PF with nothing changed, #UD for
-//! VEX, and clear stops for what the engine refuses.
+//! arithmetic flags and the data memory; VEX instructions (AVX, AVX2, FMA, F16C) and
+//! XSAVE/XRSTOR with the upper YMM halves as well. Plus the exception rules: #NM/#UD from
+//! CR0/CR4/XCR0, #GP for misaligned operands, reserved MXCSR bits and bad XSAVE headers, #PF
+//! with nothing changed, #UD for EVEX, and clear stops for what the engine refuses.
 //!
 //! `NS_CASES=n` changes the number of random cases per instruction.
 
@@ -19,8 +20,9 @@ mod oracle;
 #[path = "differential/translated.rs"]
 mod translated;
 
-use btvisor_translator::cpu::{cr, rflags, FxArea};
+use btvisor_translator::cpu::{cr, rflags, FxArea, YmmHigh};
 use btvisor_translator::exception::{vector, Exception};
+use btvisor_translator::native_step::{avx_offered, xsave};
 use btvisor_translator::CpuState;
 use common::Rng;
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
@@ -67,6 +69,7 @@ fn to_f80(x: f64) -> [u8; 10] {
 
 struct Input {
     fx: [u8; 512],
+    ymmh: [u8; 256],
     gpr: [u64; 16],
     flags: u64,
     data: Vec<u8>,
@@ -122,8 +125,13 @@ fn random_input(rng: &mut Rng, o: &Oracle) -> Input {
         };
         c.copy_from_slice(&v.to_le_bytes()[..c.len()]);
     }
+    let mut ymmh = [0u8; 256];
+    for c in ymmh.chunks_mut(8) {
+        c.copy_from_slice(&rand_f64(rng).to_bits().to_le_bytes());
+    }
     Input {
         fx: a.0,
+        ymmh,
         gpr,
         flags: rng.next() & rflags::ARITH,
         data,
@@ -363,6 +371,10 @@ fn cases64(o: &Oracle) -> Vec<Case> {
             ..case("fnsave [rbx]", i1(Code::Fnsave_m108byte, mem(RBX, 0)))
         },
     ];
+    if avx_offered() {
+        v.extend(cases_avx());
+    }
+    v.extend(cases_xsave());
     if std::arch::is_x86_feature_detected!("sse4.2") {
         v.push(case(
             "pcmpistri xmm1,xmm2,0c",
@@ -376,6 +388,177 @@ fn cases64(o: &Oracle) -> Vec<Case> {
         ));
     }
     v
+}
+
+fn i3(c: Code, a: Register, b: Register, d: impl Into<Op1>) -> Instruction {
+    match d.into() {
+        Op1::R(r) => Instruction::with3(c, a, b, r).unwrap(),
+        Op1::M(m) => Instruction::with3(c, a, b, m).unwrap(),
+    }
+}
+
+/// VEX instructions (AVX, AVX2, FMA, F16C): the upper YMM halves are compared too.
+fn cases_avx() -> Vec<Case> {
+    use Register::{YMM10, YMM3, YMM4, YMM5, YMM6, YMM7, YMM8, YMM9};
+    let mut v = vec![
+        case(
+            "vaddps ymm0,ymm1,ymm2",
+            i3(Code::VEX_Vaddps_ymm_ymm_ymmm256, YMM0, YMM1, YMM2),
+        ),
+        case(
+            "vaddps ymm3,ymm4,[rbx]",
+            i3(Code::VEX_Vaddps_ymm_ymm_ymmm256, YMM3, YMM4, mem(RBX, 0)),
+        ),
+        case(
+            "vaddps xmm0,xmm1,xmm2 (upper half zeroed)",
+            i3(Code::VEX_Vaddps_xmm_xmm_xmmm128, XMM0, XMM1, XMM2),
+        ),
+        case(
+            "vmovdqu ymm5,[rbx+3]",
+            i2rm(Code::VEX_Vmovdqu_ymm_ymmm256, YMM5, mem(RBX, 3)),
+        ),
+        case(
+            "vmovdqu [rbx+5],ymm6",
+            i2mr(Code::VEX_Vmovdqu_ymmm256_ymm, mem(RBX, 5), YMM6),
+        ),
+        case(
+            "vmovdqa [rbx],ymm7",
+            i2mr(Code::VEX_Vmovdqa_ymmm256_ymm, mem(RBX, 0), YMM7),
+        ),
+        case(
+            "vinsertf128 ymm5,ymm6,[rbx],1",
+            Instruction::with4(
+                Code::VEX_Vinsertf128_ymm_ymm_xmmm128_imm8,
+                YMM5,
+                YMM6,
+                mem(RBX, 0),
+                1,
+            )
+            .unwrap(),
+        ),
+        case("vmovd xmm1,ecx", i2r(Code::VEX_Vmovd_xmm_rm32, XMM1, ECX)),
+        case(
+            "vpextrq rax,xmm1,1",
+            Instruction::with3(Code::VEX_Vpextrq_rm64_xmm_imm8, RAX, XMM1, 1).unwrap(),
+        ),
+        case(
+            "vptest ymm0,ymm1",
+            i2r(Code::VEX_Vptest_ymm_ymmm256, YMM0, YMM1),
+        ),
+        case(
+            "vmovmskps eax,ymm2",
+            i2r(Code::VEX_Vmovmskps_r32_ymm, EAX, YMM2),
+        ),
+        case(
+            "vbroadcastss ymm1,[rbx]",
+            i2rm(Code::VEX_Vbroadcastss_ymm_m32, YMM1, mem(RBX, 0)),
+        ),
+        case("vzeroupper", Instruction::with(Code::VEX_Vzeroupper)),
+        case("vzeroall", Instruction::with(Code::VEX_Vzeroall)),
+        case("vstmxcsr [rbx+4]", i1(Code::VEX_Vstmxcsr_m32, mem(RBX, 4))),
+        Case {
+            prep: Some(prep_mxcsr),
+            ..case("vldmxcsr [rbx]", i1(Code::VEX_Vldmxcsr_m32, mem(RBX, 0)))
+        },
+    ];
+    if std::arch::is_x86_feature_detected!("avx2") {
+        v.extend([
+            case(
+                "vpaddq ymm8,ymm9,ymm10",
+                i3(Code::VEX_Vpaddq_ymm_ymm_ymmm256, YMM8, YMM9, YMM10),
+            ),
+            case(
+                "vpshufb ymm1,ymm2,[rsi]",
+                i3(Code::VEX_Vpshufb_ymm_ymm_ymmm256, YMM1, YMM2, mem(RSI, 0)),
+            ),
+            case(
+                "vperm2i128 ymm0,ymm1,ymm2,21",
+                Instruction::with4(
+                    Code::VEX_Vperm2i128_ymm_ymm_ymmm256_imm8,
+                    YMM0,
+                    YMM1,
+                    YMM2,
+                    0x21,
+                )
+                .unwrap(),
+            ),
+            case(
+                "vextracti128 xmm3,ymm4,1",
+                Instruction::with3(Code::VEX_Vextracti128_xmmm128_ymm_imm8, XMM3, YMM4, 1).unwrap(),
+            ),
+            case(
+                "vpcmpeqq ymm3,ymm4,[rdi]",
+                i3(Code::VEX_Vpcmpeqq_ymm_ymm_ymmm256, YMM3, YMM4, mem(RDI, 0)),
+            ),
+        ]);
+    }
+    if std::arch::is_x86_feature_detected!("fma") {
+        v.push(case(
+            "vfmadd231ps ymm0,ymm1,ymm2",
+            i3(Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256, YMM0, YMM1, YMM2),
+        ));
+    }
+    if std::arch::is_x86_feature_detected!("f16c") {
+        v.push(case(
+            "vcvtph2ps ymm0,xmm1",
+            i2r(Code::VEX_Vcvtph2ps_ymm_xmmm128, YMM0, XMM1),
+        ));
+    }
+    v
+}
+
+/// RFBM (EDX:EAX) for XSAVE/XRSTOR: a random subset of x87, SSE, AVX (the host's XCR0 has
+/// them all, so host and guest agree on RFBM).
+fn prep_rfbm(i: &mut Input) {
+    i.gpr[0] = (i.gpr[0] & 7) & xsave::xcr0_supported();
+    i.gpr[2] = 0;
+}
+fn prep_xsave(i: &mut Input, _: &Oracle) {
+    prep_rfbm(i);
+}
+/// An XRSTOR image at [rbx] (64-byte aligned): other XMM, upper-half and x87 values, a valid
+/// MXCSR unlike the current one, XSTATE_BV a random subset of XCR0, XCOMP_BV and the
+/// reserved header bytes zero.
+fn prep_xrstor(i: &mut Input, _: &Oracle) {
+    prep_rfbm(i);
+    let mut img = [0u8; 832];
+    img[..512].copy_from_slice(&i.fx);
+    for b in img[32..416].iter_mut() {
+        *b = b.wrapping_mul(5).wrapping_add(1);
+    }
+    img[24..28].copy_from_slice(&(0x1f80u32 | 0x6000 | (i.gpr[1] as u32 & 0x3f)).to_le_bytes());
+    let bv = i.gpr[9] & xsave::xcr0_supported();
+    img[512..520].copy_from_slice(&bv.to_le_bytes());
+    for (k, b) in img[576..832].iter_mut().enumerate() {
+        *b = i.ymmh[k] ^ 0x5a;
+    }
+    i.data[0x100..0x100 + 832].copy_from_slice(&img);
+}
+
+fn cases_xsave() -> Vec<Case> {
+    // Pointers (FOP/FIP/FDP/FCS/FDS) hold guest values in the engine, host ones natively;
+    // MXCSR_MASK is the guest's.
+    const SKIP: &[(usize, usize)] = &[(0x100 + 6, 0x100 + 24), (0x100 + 28, 0x100 + 32)];
+    vec![
+        Case {
+            skip_mem: SKIP,
+            prep: Some(prep_xsave),
+            ..case("xsave [rbx]", i1(Code::Xsave_mem, mem(RBX, 0)))
+        },
+        Case {
+            skip_mem: SKIP,
+            prep: Some(prep_xsave),
+            ..case("xsave64 [rbx]", i1(Code::Xsave64_mem, mem(RBX, 0)))
+        },
+        Case {
+            prep: Some(prep_xrstor),
+            ..case("xrstor [rbx]", i1(Code::Xrstor_mem, mem(RBX, 0)))
+        },
+        Case {
+            prep: Some(prep_xrstor),
+            ..case("xrstor64 [rbx]", i1(Code::Xrstor64_mem, mem(RBX, 0)))
+        },
+    ]
 }
 
 fn cases32() -> Vec<Case> {
@@ -406,6 +589,10 @@ fn guest(bits: u32, inp: &Input, rip: u64) -> CpuState {
     cpu.cr0 = (cpu.cr0 | cr::CR0_MP | cr::CR0_NE) & !(cr::CR0_EM | cr::CR0_TS);
     cpu.cr4 |= cr::CR4_OSFXSR | cr::CR4_OSXMMEXCPT;
     cpu.fx = FxArea(inp.fx);
+    cpu.ymmh = YmmHigh(inp.ymmh);
+    // XSAVE and, where offered, AVX enabled as a guest kernel enables them.
+    cpu.cr4 |= cr::CR4_OSXSAVE;
+    cpu.xcr0 = xsave::xcr0_supported();
     cpu.gpr = inp.gpr;
     cpu.set_rflags(inp.flags | rflags::FIXED1);
     cpu.rip = rip;
@@ -458,7 +645,7 @@ fn run_case(
     o.set_data(&inp.data);
     // SAFETY: every test instruction addresses the data area, aligned where it must be, with
     // every FP exception masked; none touches RSP or transfers control.
-    let nat = unsafe { o.run(&inp.fx, &inp.gpr, inp.flags | 0x202) };
+    let nat = unsafe { o.run(&inp.fx, &inp.ymmh, &inp.gpr, inp.flags | 0x202) };
     let nat_data = o.data();
     // Translated.
     let code = with_jmp(&guest_bytes, bits, o.test_addr(), o.end_addr());
@@ -473,6 +660,10 @@ fn run_case(
             .filter(|&i| fx_cmp(&cpu.fx.0)[i] != fx_cmp(&nat.fx)[i])
             .collect();
         return Err(format!("FXSAVE image differs at bytes {diff:?}"));
+    }
+    if cpu.ymmh.0 != nat.ymmh {
+        let diff: Vec<usize> = (0..256).filter(|&i| cpu.ymmh.0[i] != nat.ymmh[i]).collect();
+        return Err(format!("upper YMM halves differ at bytes {diff:?}"));
     }
     for i in 0..16 {
         if i != 4 && cpu.gpr[i] != nat.gpr[i] {
@@ -741,11 +932,112 @@ fn faulting_store_changes_nothing() {
 }
 
 #[test]
-fn vex_is_ud() {
+fn vex_and_xsave_follow_cr4_xcr0_and_ts() {
     let v = Instruction::with3(Code::VEX_Vaddps_xmm_xmm_xmmm128, XMM0, XMM1, XMM2).unwrap();
-    expect_raise(v, nothing, vector::UD, None);
     let y = Instruction::with3(Code::VEX_Vpaddd_ymm_ymm_ymmm256, YMM0, YMM1, YMM2).unwrap();
-    expect_raise(y, nothing, vector::UD, None);
+    let xs = i1(Code::Xsave64_mem, mem(RBX, 0));
+    let xr = i1(Code::Xrstor64_mem, mem(RBX, 0));
+    // CR4.OSXSAVE clear: VEX and XSAVE/XRSTOR are #UD.
+    let no_osxsave = |c: &mut CpuState| c.cr4 &= !cr::CR4_OSXSAVE;
+    for i in [v, y, xs, xr] {
+        expect_raise(i, no_osxsave, vector::UD, None);
+    }
+    // XCR0 without AVX: VEX is #UD, XSAVE runs.
+    let no_avx = |c: &mut CpuState| c.xcr0 = 3;
+    expect_raise(v, no_avx, vector::UD, None);
+    expect_raise(y, no_avx, vector::UD, None);
+    expect_ok(xs, no_avx);
+    // CR0.TS: #NM.
+    let ts = |c: &mut CpuState| c.cr0 |= cr::CR0_TS;
+    for i in [v, y, xs, xr] {
+        if i == xs || i == xr || avx_offered() {
+            expect_raise(i, ts, vector::NM, None);
+        }
+    }
+    // EVEX (AVX-512 is not offered): #UD.
+    let z = Instruction::with3(
+        Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er,
+        Register::ZMM0,
+        Register::ZMM1,
+        Register::ZMM2,
+    )
+    .unwrap();
+    expect_raise(z, nothing, vector::UD, None);
+}
+
+#[test]
+fn xsave_area_checks_raise_gp() {
+    // Misaligned (RBX + 16), then XRSTOR headers: XCOMP_BV nonzero, XSTATE_BV beyond XCR0,
+    // bytes 16..23 nonzero, MXCSR reserved bits. `run_one` leaves XSTATE_BV etc. random, so
+    // each setup writes a whole valid header first through the data it controls.
+    expect_raise(
+        i1(Code::Xsave64_mem, mem(RBX, 16)),
+        nothing,
+        vector::GP,
+        Some(0),
+    );
+    expect_raise(
+        i1(Code::Xrstor64_mem, mem(RBX, 32)),
+        nothing,
+        vector::GP,
+        Some(0),
+    );
+    for (what, off, val) in [
+        ("XCOMP_BV", 520usize, 1u64 << 63),
+        ("XSTATE_BV beyond XCR0", 512, 1 << 9),
+        ("header bytes 16..23", 528, 1),
+        ("MXCSR reserved bit", 24, 0x8000_1f80),
+    ] {
+        let (r, before, after, env, data) = run_xrstor_with(off, val);
+        assert!(
+            matches!(
+                r,
+                TransExit::Raise(Exception {
+                    vector: vector::GP,
+                    error_code: Some(0),
+                    ..
+                })
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(after.fx.0, before.fx.0, "{what}: state changed");
+        assert_eq!(env.data, data, "{what}: memory changed");
+    }
+}
+
+/// XRSTOR64 [rbx] of a valid image (RFBM 7) with the quadword at `off` set to `val`.
+fn run_xrstor_with(off: usize, val: u64) -> (TransExit, CpuState, CpuState, TestEnv, Vec<u8>) {
+    let o = Oracle::new();
+    let mut rng = Rng::with_state(9);
+    let inp = random_input(&mut rng, &o);
+    let mut data = inp.data.clone();
+    let img = &mut data[0x100..0x100 + 832];
+    img[..512].copy_from_slice(&inp.fx);
+    img[512..576].fill(0);
+    img[512] = 3;
+    img[off..off + 8].copy_from_slice(&val.to_le_bytes());
+    let insn = i1(Code::Xrstor64_mem, mem(RBX, 0));
+    let code = with_jmp(
+        &encode(&insn, 64, o.test_addr()),
+        64,
+        o.test_addr(),
+        o.end_addr(),
+    );
+    let mut env = test_env(&o, code, &inp);
+    env.data = data.clone();
+    let mut cpu = guest(64, &inp, o.test_addr());
+    cpu.gpr[0] = 7;
+    cpu.gpr[2] = 0;
+    let before = clone_cpu(&cpu);
+    let mut backends = Backends::new();
+    let r = run_translated(
+        &mut backends,
+        Backend::Interpreter,
+        &mut cpu,
+        &mut env,
+        &[o.end_addr()],
+    );
+    (r, before, cpu, env, data)
 }
 
 #[test]

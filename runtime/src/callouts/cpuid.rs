@@ -4,8 +4,11 @@
 
 use btvisor_translator::cpu::{cr, CpuState};
 
-/// CR4 bits a guest may set: those whose features CPUID reports and the runtime honours.
-/// Not OSXSAVE: the native-step engine runs only legacy x87/SSE state (no XSAVE, no AVX).
+use btvisor_translator::native_step::{avx_offered, xsave};
+
+/// CR4 bits a guest may set: those whose features CPUID reports and the runtime honours
+/// (OSXSAVE: XSAVE/XRSTOR are emulated and VEX instructions native-stepped, see
+/// `btvisor_translator::native_step::xsave`).
 pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
     | (1 << 3) // DE
     | cr::CR4_PSE
@@ -17,11 +20,13 @@ pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
     | cr::CR4_OSXMMEXCPT
     | cr::CR4_UMIP
     | cr::CR4_FSGSBASE
+    | cr::CR4_OSXSAVE
     | cr::CR4_SMEP;
 
-/// XCR0 components: x87 and SSE. Unreachable while CR4.OSXSAVE cannot be set (XGETBV/XSETBV
-/// raise #UD), kept for when XSAVE/AVX support arrives.
-pub const XCR0_SUPPORTED: u64 = 0x3;
+/// XCR0 components the guest may enable: x87, SSE and (where the host runs it) AVX.
+pub fn xcr0_supported() -> u64 {
+    xsave::xcr0_supported()
+}
 
 /// "btvisorbtvis" in EBX, ECX, EDX of leaf 0x40000000.
 pub(crate) const SIGNATURE: [u32; 3] = [
@@ -36,7 +41,7 @@ fn host(leaf: u32, sub: u32) -> [u32; 4] {
 }
 
 /// The guest's view of one leaf.
-pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
+pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
     let max_basic = host(0, 0)[0].min(0xd);
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     match leaf {
@@ -49,24 +54,26 @@ pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             // EBX: APIC ID 0, one logical processor, CLFLUSH size kept.
             r[1] &= 0x0000_ffff;
             r[1] |= 1 << 16;
-            // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), FMA(12), PDCM(15),
-            // PCID(17), x2APIC(21, set again below), TSC-deadline(24, not modelled), XSAVE(26), OSXSAVE(27), AVX(28), F16C(29),
-            // and set the hypervisor bit (31). No XSAVE/AVX: the native-step engine runs legacy
-            // x87/SSE only (ARCHITECTURE.md, known limits).
+            // ECX: drop MONITOR(3), VMX(5), SMX(6), EST(7), TM2(8), PDCM(15), PCID(17),
+            // x2APIC(21, set again below), TSC-deadline(24, not modelled) and OSXSAVE(27, the
+            // guest's CR4 below); set the hypervisor bit (31). XSAVE(26) stays (emulated), and
+            // AVX(28), FMA(12), F16C(29) where the native-step engine runs VEX instructions.
             r[2] &= !((1 << 3)
                 | (1 << 5)
                 | (1 << 6)
                 | (1 << 7)
                 | (1 << 8)
-                | (1 << 12)
                 | (1 << 15)
                 | (1 << 17)
                 | (1 << 21)
                 | (1 << 24)
-                | (1 << 26)
-                | (1 << 27)
-                | (1 << 28)
-                | (1 << 29));
+                | (1 << 27));
+            if !avx_offered() {
+                r[2] &= !((1 << 12) | (1 << 28) | (1 << 29));
+            }
+            if cpu.cr4 & cr::CR4_OSXSAVE != 0 {
+                r[2] |= 1 << 27;
+            }
             r[2] |= 1 << 31;
             // x2APIC (21): the local APIC model has the MSR interface too.
             r[2] |= 1 << 21;
@@ -78,16 +85,31 @@ pub fn leaf(_cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
         7 if sub == 0 => {
             let mut r = host(7, 0);
             r[0] = 0;
-            // EBX: keep FSGSBASE(0), BMI1(3), SMEP(7), BMI2(8), ERMS(9); drop the rest (AVX2,
-            // AVX-512 and the other XSAVE-managed features among them).
-            r[1] &= (1 << 0) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9);
+            // EBX: keep FSGSBASE(0), BMI1(3), AVX2(5, with AVX), SMEP(7), BMI2(8), ERMS(9);
+            // drop the rest (AVX-512 and the other XSAVE-managed features among them).
+            let avx2 = if avx_offered() { 1 << 5 } else { 0 };
+            r[1] &= (1 << 0) | (1 << 3) | avx2 | (1 << 7) | (1 << 8) | (1 << 9);
             // ECX: keep UMIP(2) only; EDX: nothing.
             r[2] &= 1 << 2;
             r[3] = 0;
             r
         }
-        // XSAVE state enumeration: nothing, as CPUID.1:ECX.XSAVE is clear (SDM Vol. 1, 13.2).
-        0xd => [0; 4],
+        // XSAVE state enumeration (SDM Vol. 1, 13.2): the supported components; EBX the area
+        // size for the current XCR0, ECX for all of them; no XSAVEOPT/XSAVEC/XGETBV1/XSAVES
+        // (sub-leaf 1); sub-leaf 2 the AVX component (256 bytes at 576).
+        0xd => match sub {
+            0 => {
+                let all = xcr0_supported();
+                [
+                    all as u32,
+                    xsave::area_size(cpu.xcr0) as u32,
+                    xsave::area_size(all) as u32,
+                    0,
+                ]
+            }
+            2 if xcr0_supported() & 4 != 0 => [256, xsave::AVX_OFFSET as u32, 0, 0],
+            _ => [0; 4],
+        },
         // Thermal and power: only ARAT (EAX bit 2), the APIC timer runs in every C-state.
         6 if leaf <= max_basic => [1 << 2, 0, 0, 0],
         2..=0xc if leaf <= max_basic => {

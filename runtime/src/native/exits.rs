@@ -14,6 +14,7 @@ use crate::mmu::walk::{self, Access, AccessKind};
 use crate::vm::{Machine, VmExit};
 use btvisor_translator::cpu::{rflags, CpuState, FxArea, Seg};
 use btvisor_translator::exception::{vector, Exception};
+use btvisor_translator::native_step::avx_offered;
 
 /// The host's user code and stack selectors (64-bit Linux).
 const HOST_CS64: u64 = 0x33;
@@ -30,6 +31,9 @@ const USER_FLAGS: u64 = rflags::CF
     | rflags::AC
     | rflags::ID;
 const XSTATE_BV: usize = 512;
+/// The AVX component (upper YMM halves) in the standard XSAVE layout, as the host's signal
+/// frame has it (`avx_offered` checks the host's CPUID says so).
+const AVX: usize = btvisor_translator::native_step::xsave::AVX_OFFSET;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 /// The host's vsyscall page: calls into it come back as SIGSYS with the call address here.
@@ -83,10 +87,11 @@ const GREG_OF_GPR: [usize; 16] = [
     greg::R8 + 7,
 ];
 
-/// Write the guest's FPU image into the control area: the stashed image of this thread (AVX
-/// state the guest kernel does not manage) or the child's template, with the x87/SSE part from
-/// `cpu.fx`, which the guest kernel does manage. No copy beyond the one into the area: this is
-/// on every world switch.
+/// Write the guest's FPU image into the control area: the stashed image of this thread (the
+/// AVX-512 state that guest user code may use because it sees the host's CPUID, which the guest
+/// kernel does not manage) or the child's template, with x87/SSE from `cpu.fx` and the AVX
+/// upper halves from `cpu.ymmh`, which the guest kernel does manage (FXSAVE/XSAVE). No copy
+/// beyond the one into the area: this is on every world switch.
 fn write_fp_image(cpu: &CpuState, space: &ShadowSpace, c: &mut Ctrl) {
     let fs = cpu.seg[Seg::Fs as usize].base;
     let (src, stashed) = match space.fp_stash.get(&fs) {
@@ -105,10 +110,17 @@ fn write_fp_image(cpu: &CpuState, space: &ShadowSpace, c: &mut Ctrl) {
     img[FxArea::FOP..FxArea::FOP + 2].copy_from_slice(&p.fop.to_le_bytes());
     img[FxArea::FIP..FxArea::FIP + 8].copy_from_slice(&p.fip.to_le_bytes());
     img[FxArea::FDP..FxArea::FDP + 8].copy_from_slice(&p.fdp.to_le_bytes());
-    // x87 and SSE always come from the area; the template's extended components start at
-    // their initial state (XSTATE_BV bit clear).
+    // x87, SSE and AVX always come from the guest state; the template's other components
+    // start at their initial state (XSTATE_BV bit clear).
+    let mut ours = 3;
+    if let Some(a) = img.get_mut(AVX..AVX + 256) {
+        if avx_offered() {
+            a.copy_from_slice(&cpu.ymmh.0);
+            ours |= 4;
+        }
+    }
     let bv = u64::from_le_bytes(img[XSTATE_BV..XSTATE_BV + 8].try_into().expect("8 bytes"));
-    let bv = if stashed { bv | 3 } else { 3 };
+    let bv = if stashed { bv | ours } else { ours };
     img[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
 }
 
@@ -141,13 +153,36 @@ pub fn load_state(cpu: &mut CpuState, space: &mut ShadowSpace, r: &Report) {
     // SAFETY: the child waits (state EXITED); the control area is ours to read.
     let c: &Ctrl = unsafe { &*space.child.ctrl_ptr() };
     let fp = &c.fpstate[..(c.fp_size as usize).min(FP_MAX)];
-    if fp.len() >= 512 {
-        cpu.fx.0[..464].copy_from_slice(&fp[..464]);
+    if fp.len() >= XSTATE_BV + 8 {
         let u16_at = |o: usize| u16::from_le_bytes([fp[o], fp[o + 1]]);
         let u64_at = |o: usize| u64::from_le_bytes(fp[o..o + 8].try_into().expect("8 bytes"));
-        cpu.x87_ptr.fop = u16_at(FxArea::FOP) & 0x7ff;
-        cpu.x87_ptr.fip = u64_at(FxArea::FIP);
-        cpu.x87_ptr.fdp = u64_at(FxArea::FDP);
+        // The host's XSAVE leaves a component in its initial state unwritten (XSTATE_BV bit
+        // clear, the init optimisation): take the initial state then, not stale frame bytes.
+        let bv = u64_at(XSTATE_BV);
+        cpu.fx.0[..464].copy_from_slice(&fp[..464]);
+        if bv & 1 != 0 {
+            cpu.x87_ptr.fop = u16_at(FxArea::FOP) & 0x7ff;
+            cpu.x87_ptr.fip = u64_at(FxArea::FIP);
+            cpu.x87_ptr.fdp = u64_at(FxArea::FDP);
+        } else {
+            cpu.fx.0[..FxArea::MXCSR].fill(0);
+            cpu.fx.set16(FxArea::FCW, 0x037f);
+            cpu.fx.0[FxArea::ST0..FxArea::XMM0].fill(0);
+            cpu.x87_ptr = Default::default();
+        }
+        if bv & 2 == 0 {
+            cpu.fx.0[FxArea::XMM0..FxArea::XMM0 + 256].fill(0);
+        }
+        if avx_offered() {
+            match fp.get(AVX..AVX + 256) {
+                Some(a) if bv & 4 != 0 => cpu.ymmh.0.copy_from_slice(a),
+                _ => cpu.ymmh.0.fill(0),
+            }
+        }
+        cpu.fx.set32(
+            FxArea::MXCSR_MASK,
+            btvisor_translator::native_step::guest_mxcsr_mask(),
+        );
         if space.fp_stash.len() > 256 {
             space.fp_stash.clear();
         }

@@ -5,11 +5,13 @@
 //! For one instruction the helper
 //! 1. decides once (`plan.rs`, cached per instruction) whether it may run at all: an allowlist
 //!    of data operations with at most one memory operand, no control flow, no stack or segment
-//!    semantics; VEX/EVEX (AVX is not offered) is #UD, anything else unknown a clear stop;
+//!    semantics; VEX AVX/AVX2/FMA/F16C run with the upper YMM halves (`CpuState::ymmh`) loaded,
+//!    EVEX/XOP (not offered) are #UD, anything else unknown a clear stop; XSAVE/XRSTOR are
+//!    emulated on the guest state (`xsave.rs`);
 //! 2. applies the CR0.EM/MP/TS and CR4.OSFXSR rules (SDM Vol. 3, 2.5 and Table 2-2);
 //! 3. refuses to run with an unmasked x87 or SIMD exception (the host would take SIGFPE):
 //!    a clear stop (ARCHITECTURE.md, known limits);
-//! 4. copies the memory operand through the MMU into a 16-byte aligned bounce buffer (guest
+//! 4. copies the memory operand through the MMU into a 64-byte aligned bounce buffer (guest
 //!    #PF/#GP/#SS and the 16-byte alignment #GP raised here, before anything runs), runs the
 //!    stub with the operand rewritten to the bounce buffer, writes the buffer back, and only then
 //!    commits registers, so every exception is precise;
@@ -19,8 +21,9 @@ mod memory;
 mod plan;
 mod ptrs;
 mod stub;
+pub mod xsave;
 
-use crate::cpu::{cr, rflags, CpuState, FxArea};
+use crate::cpu::{cr, rflags, CpuState, FxArea, YmmHigh};
 use crate::env::Env;
 use crate::exception::Exception;
 use crate::ir::{Helper, HelperArgs};
@@ -58,6 +61,22 @@ pub fn guest_mxcsr_mask() -> u32 {
     })
 }
 
+/// Whether the virtual CPU offers AVX (CPUID AVX/AVX2/FMA/F16C, XCR0 bit 2): the host runs
+/// it (CPUID.1:ECX.AVX and the host OS enabled YMM state in XCR0) and puts the AVX component
+/// where the standard XSAVE format has it (CPUID.(EAX=0DH,ECX=2) = 256 bytes at 576), which
+/// `xsave.rs` and the native child's signal frame rely on.
+pub fn avx_offered() -> bool {
+    static OFFERED: OnceLock<bool> = OnceLock::new();
+    *OFFERED.get_or_init(|| {
+        if !std::arch::is_x86_feature_detected!("avx") {
+            return false;
+        }
+        // Leaf 0DH exists where AVX does.
+        let d = core::arch::x86_64::__cpuid_count(0xd, 2);
+        d.eax == 256 && d.ebx == xsave::AVX_OFFSET as u32
+    })
+}
+
 /// Per-thread engine state: the stub context, the bounce buffer, the plan and stub caches.
 struct Engine {
     ctx: Box<StubCtxCell>,
@@ -65,12 +84,15 @@ struct Engine {
     stubs: stub::Stubs,
 }
 
-/// The stub context, the bounce buffer and a staging FXSAVE area, kept together and aligned.
-#[repr(C, align(16))]
+/// The bounce buffer, the stub context and the staging areas, kept together. The bounce buffer
+/// comes first and the cell is 64-byte aligned: VMOVDQA/VMOVAPS with a 256-bit operand need it
+/// 32-byte aligned on the host.
+#[repr(C, align(64))]
 struct StubCtxCell {
-    ctx: stub::StubCtx,
     bounce: [u8; 512],
+    ctx: stub::StubCtx,
     staged: FxArea,
+    staged_ymmh: YmmHigh,
 }
 
 thread_local! {
@@ -82,11 +104,14 @@ thread_local! {
                 gpr: [0; 16],
                 fx_in: std::ptr::null(),
                 fx_out: std::ptr::null_mut(),
+                ymmh_in: std::ptr::null(),
+                ymmh_out: std::ptr::null_mut(),
                 flags_in: 0,
                 flags_out: 0,
             },
             bounce: [0; 512],
             staged: FxArea([0; 512]),
+            staged_ymmh: YmmHigh([0; 256]),
         }),
         plans: HashMap::default(),
         stubs: stub::Stubs::default(),
@@ -110,6 +135,10 @@ fn check_cr(cpu: &CpuState, unit: Unit) -> Result<(), Exception> {
         Unit::Mmx if em => Err(Exception::ud()),
         Unit::Sse if em || cpu.cr4 & cr::CR4_OSFXSR == 0 => Err(Exception::ud()),
         Unit::Mmx | Unit::Sse if ts => Err(Exception::nm()),
+        // VEX (SDM Vol. 2, 2.3.12): #UD without CR4.OSXSAVE or with XCR0[2:1] != 11b, then
+        // #NM with CR0.TS; CR0.EM does not apply.
+        Unit::Avx if cpu.cr4 & cr::CR4_OSXSAVE == 0 || cpu.xcr0 & 6 != 6 => Err(Exception::ud()),
+        Unit::Avx if ts => Err(Exception::nm()),
         _ => Ok(()),
     }
 }
@@ -125,6 +154,11 @@ fn step(
     insn: &Instruction,
 ) -> Result<u64, Exception> {
     let bits = cpu.code_bits();
+    if xsave::handles(insn) {
+        xsave::run(cpu, env, insn, bits)?;
+        cpu.native_steps += 1;
+        return Ok(0);
+    }
     let plan = match eng.plans.get(&(*insn, bits)) {
         Some(p) => *p,
         None => {
@@ -207,12 +241,20 @@ fn step(
     } else {
         &mut cpu.fx
     };
+    // Only VEX stubs read and write the upper halves.
+    ctx.ymmh_in = &cpu.ymmh;
+    ctx.ymmh_out = if writes {
+        &mut cell.staged_ymmh
+    } else {
+        &mut cpu.ymmh
+    };
     ctx.flags_in = (cpu.rflags() & rflags::ARITH) | rflags::IF | rflags::FIXED1;
     // SAFETY: the stub was generated for this instruction with its memory operand (if any) at
-    // [base], and `ctx.gpr[base]` points at the 512-byte, 16-byte aligned bounce buffer, which
+    // [base], and `ctx.gpr[base]` points at the 512-byte, 64-byte aligned bounce buffer, which
     // covers the operand; the plan excluded control flow, stack and segment semantics, RSP
     // operands, implicit memory operands and unmasked FP exceptions, so the instruction cannot
-    // fault, and `fx_in`/`fx_out` point at valid 16-byte aligned FXSAVE areas.
+    // fault, `fx_in`/`fx_out` point at valid 16-byte aligned FXSAVE areas and
+    // `ymmh_in`/`ymmh_out` at 256-byte upper-half arrays.
     unsafe { (plan.stub)(ctx) };
 
     // ---- write back, then commit
@@ -246,6 +288,9 @@ fn step(
         if mp.write {
             memory::write(cpu, env, op, &cell.bounce[..mp.size], user)?;
             cpu.fx = cell.staged;
+            if plan.unit == Unit::Avx {
+                cpu.ymmh = cell.staged_ymmh;
+            }
         }
     }
     for r in 0..16 {

@@ -27,13 +27,16 @@ pub enum Unit {
     Fxsr,
     /// General-purpose-only instructions of the SSE families (MOVNTI, CRC32): no CR0 checks.
     Gpr,
+    /// VEX-encoded AVX/AVX2/FMA/F16C: #UD without CR4.OSXSAVE or XCR0[2:1] = 11b, #NM if
+    /// CR0.TS (SDM Vol. 2, 2.3.12). The stub loads and stores the upper YMM halves too.
+    Avx,
 }
 
 /// What a refused instruction turns into.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// Real hardware raises #UD (VEX/EVEX with CR4.OSXSAVE clear, XSAVE family, LOCK, a
-    /// feature the host and so the guest CPUID lack).
+    /// Real hardware raises #UD (EVEX/XOP, XSAVEOPT/XSAVEC/XSAVES, LOCK, a feature the
+    /// host and so the guest CPUID lack).
     Ud,
     /// Valid, but not run natively: stop the VM with this reason.
     Unsupported(&'static str),
@@ -95,6 +98,18 @@ pub struct Plan {
     pub stub: StubFn,
 }
 
+/// VEX instructions that require their operand aligned to its size (SDM Vol. 2, 2.4, "Memory
+/// Alignment"): the other VEX forms take any address.
+const VEX_ALIGNED: &[Mnemonic] = &[
+    Mnemonic::Vmovaps,
+    Mnemonic::Vmovapd,
+    Mnemonic::Vmovdqa,
+    Mnemonic::Vmovntps,
+    Mnemonic::Vmovntpd,
+    Mnemonic::Vmovntdq,
+    Mnemonic::Vmovntdqa,
+];
+
 const UNALIGNED_OK: &[Mnemonic] = &[
     Mnemonic::Movups,
     Mnemonic::Movupd,
@@ -146,6 +161,10 @@ fn host_has(f: F) -> bool {
         F::SSSE3 => std::arch::is_x86_feature_detected!("ssse3"),
         F::SSE4_1 => std::arch::is_x86_feature_detected!("sse4.1"),
         F::SSE4_2 => std::arch::is_x86_feature_detected!("sse4.2"),
+        F::AVX => super::avx_offered(),
+        F::AVX2 => super::avx_offered() && std::arch::is_x86_feature_detected!("avx2"),
+        F::FMA => super::avx_offered() && std::arch::is_x86_feature_detected!("fma"),
+        F::F16C => super::avx_offered() && std::arch::is_x86_feature_detected!("f16c"),
         // Architectural in x86-64: FPU, CMOV, MMX, FXSR, SSE, SSE2.
         _ => true,
     }
@@ -163,19 +182,27 @@ fn gpr_index(r: Register) -> Option<u8> {
 pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<Plan, Refusal> {
     let m = insn.mnemonic();
     let feats = insn.cpuid_features();
+    let vex = insn.encoding() == EncodingKind::VEX;
     match insn.encoding() {
         EncodingKind::Legacy => {}
-        // VEX/EVEX/XOP SIMD instructions: #UD, as on hardware with CR4.OSXSAVE = 0 (SDM Vol. 2,
-        // 2.3.12 / 2.8); AVX is not offered (CPUID hides it, CR4.OSXSAVE cannot be set).
-        EncodingKind::VEX | EncodingKind::EVEX | EncodingKind::XOP => {
-            return if feats.iter().all(|f| matches!(f, F::BMI1 | F::BMI2)) {
-                Err(Refusal::Unsupported(
-                    "VEX-encoded general-purpose instruction",
-                ))
-            } else {
-                Err(Refusal::Ud)
-            };
+        EncodingKind::VEX if feats.iter().all(|f| matches!(f, F::BMI1 | F::BMI2)) => {
+            return Err(Refusal::Unsupported(
+                "VEX-encoded general-purpose instruction",
+            ));
         }
+        // AVX, AVX2, FMA, F16C: offered when the host runs them (`avx_offered`).
+        EncodingKind::VEX => {
+            if !feats
+                .iter()
+                .all(|f| matches!(f, F::AVX | F::AVX2 | F::FMA | F::F16C))
+            {
+                return Err(Refusal::Unsupported(
+                    "VEX instruction outside the native-step allowlist (AVX, AVX2, FMA, F16C)",
+                ));
+            }
+        }
+        // EVEX (AVX-512) and XOP are not offered: #UD, as on hardware without them.
+        EncodingKind::EVEX | EncodingKind::XOP => return Err(Refusal::Ud),
         _ => {
             return Err(Refusal::Unsupported(
                 "instruction encoding not native-stepped",
@@ -204,6 +231,10 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
                 | F::SSSE3
                 | F::SSE4_1
                 | F::SSE4_2
+                | F::AVX
+                | F::AVX2
+                | F::FMA
+                | F::F16C
         )
     };
     // WAIT/FWAIT is an 8086 instruction to iced; FSETPM (287 only) is refused.
@@ -233,7 +264,7 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
                             "x87/SSE instruction with RSP as an operand",
                         ));
                     }
-                } else if r.is_xmm() && r.number() < 16 {
+                } else if (r.is_xmm() || (vex && r.is_ymm())) && r.number() < 16 {
                     uses_xmm = true;
                 } else if r.is_mm() {
                     uses_mm = true;
@@ -252,6 +283,11 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
             }
         }
     }
+    if mem_ops == 1 && !insn.memory_index().is_gpr() && insn.memory_index() != Register::None {
+        return Err(Refusal::Unsupported(
+            "VSIB (gather) memory operand is not native-stepped",
+        ));
+    }
     if mem_ops > 1 {
         return Err(Refusal::Unsupported(
             "x87/SSE instruction with two memory operands",
@@ -268,7 +304,7 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
         if r == Register::RIP || r == Register::EIP {
             continue;
         }
-        if r.is_xmm() {
+        if r.is_xmm() || r.is_ymm() {
             uses_xmm = true;
         }
         if let Some(g) = gpr_index(r) {
@@ -313,6 +349,7 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
             Unit::Fxsr
         }
         Mnemonic::Wait => Unit::Wait,
+        _ if vex => Unit::Avx,
         Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr => Unit::Sse,
         _ if x87 => Unit::X87,
         _ if uses_xmm => Unit::Sse,
@@ -323,9 +360,13 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
         Unit::X87 => !is_nowait(m),
         Unit::Wait | Unit::Mmx => true,
         Unit::Sse => uses_mm,
-        Unit::Fxsr | Unit::Gpr => false,
+        Unit::Fxsr | Unit::Gpr | Unit::Avx => false,
     };
-    let sse_masked = unit == Unit::Sse && !matches!(m, Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr);
+    let sse_masked = matches!(unit, Unit::Sse | Unit::Avx)
+        && !matches!(
+            m,
+            Mnemonic::Ldmxcsr | Mnemonic::Stmxcsr | Mnemonic::Vldmxcsr | Mnemonic::Vstmxcsr
+        );
 
     // ---- memory operand
     let msize = insn.memory_size();
@@ -359,6 +400,8 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
                 || (unit == Unit::Sse && size == 16 && !UNALIGNED_OK.contains(&m))
             {
                 16
+            } else if unit == Unit::Avx && VEX_ALIGNED.contains(&m) {
+                size as u64
             } else {
                 1
             };
@@ -377,7 +420,7 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
         PtrFormat::Env32
     };
     let special = match m {
-        Mnemonic::Ldmxcsr => Special::Ldmxcsr,
+        Mnemonic::Ldmxcsr | Mnemonic::Vldmxcsr => Special::Ldmxcsr,
         Mnemonic::Fxrstor => Special::Fxrstor(PtrFormat::Fx32),
         Mnemonic::Fxrstor64 => Special::Fxrstor(PtrFormat::Fx64),
         Mnemonic::Fxsave => Special::Fxsave(PtrFormat::Fx32),
@@ -421,7 +464,7 @@ pub fn build(insn: &Instruction, bits: u32, stubs: &mut stub::Stubs) -> Result<P
     // Flags the instruction leaves alone must come back unchanged: load them too.
     let flags_in = insn.rflags_read() & ARITH != 0 || flags_out;
     let stub = stubs
-        .get(&host, flags_in, flags_out)
+        .get(&host, flags_in, flags_out, vex)
         .map_err(Refusal::Unsupported)?;
     Ok(Plan {
         unit,
@@ -505,14 +548,23 @@ mod tests {
 
     #[test]
     fn refusals() {
-        // VEX vaddps: #UD (no AVX offered); VEX andn (BMI1): not native-stepped.
-        assert_eq!(plan(&[0xc5, 0xf0, 0x58, 0xc2]).unwrap_err(), Refusal::Ud);
+        // VEX vaddps runs (as Unit::Avx) where the host offers AVX; VEX andn (BMI1): not
+        // native-stepped; EVEX vaddps: #UD.
+        if crate::native_step::avx_offered() {
+            assert_eq!(plan(&[0xc5, 0xf0, 0x58, 0xc2]).unwrap().unit, Unit::Avx);
+        } else {
+            assert_eq!(plan(&[0xc5, 0xf0, 0x58, 0xc2]).unwrap_err(), Refusal::Ud);
+        }
+        assert_eq!(
+            plan(&[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2]).unwrap_err(),
+            Refusal::Ud
+        );
         assert!(matches!(
             plan(&[0xc4, 0xe2, 0x70, 0xf2, 0xc2]).unwrap_err(),
             Refusal::Unsupported(_)
         ));
-        // xsave [rbx]: #UD with CR4.OSXSAVE clear.
-        assert_eq!(plan(&[0x0f, 0xae, 0x23]).unwrap_err(), Refusal::Ud);
+        // xsaveopt [rbx]: #UD (not offered; XSAVE/XRSTOR are emulated in xsave.rs).
+        assert_eq!(plan(&[0x0f, 0xae, 0x33]).unwrap_err(), Refusal::Ud);
         // maskmovdqu (implicit [rdi]) and movd xmm0,esp.
         assert!(matches!(
             plan(&[0x66, 0x0f, 0xf7, 0xc1]),

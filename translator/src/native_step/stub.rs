@@ -11,7 +11,7 @@
 //! Stubs live in executable pages written under W^X (mapped RW, written, then RX), cached by
 //! their code bytes.
 
-use crate::cpu::FxArea;
+use crate::cpu::{FxArea, YmmHigh};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
 use std::collections::HashMap;
 use std::mem::offset_of;
@@ -45,6 +45,9 @@ pub struct StubCtx {
     pub gpr: [u64; 16],
     pub fx_in: *const FxArea,
     pub fx_out: *mut FxArea,
+    /// The upper YMM halves in and out (VEX stubs only).
+    pub ymmh_in: *const YmmHigh,
+    pub ymmh_out: *mut YmmHigh,
     /// RFLAGS loaded before the instruction (arithmetic flags, IF, bit 1) and stored after.
     pub flags_in: u64,
     pub flags_out: u64,
@@ -93,16 +96,17 @@ impl Stubs {
         insn: &Instruction,
         flags_in: bool,
         flags_out: bool,
+        vex: bool,
     ) -> Result<StubFn, &'static str> {
         let mut enc = Encoder::new(64);
         enc.encode(insn, 0)
             .map_err(|_| "x87/SSE instruction that cannot be re-encoded for the host")?;
         let mut key = enc.take_buffer();
-        key.push(flags_in as u8 | (flags_out as u8) << 1);
+        key.push(flags_in as u8 | (flags_out as u8) << 1 | (vex as u8) << 2);
         if let Some(f) = self.map.get(&key) {
             return Ok(*f);
         }
-        let code = generate(&key[..key.len() - 1], flags_in, flags_out)?;
+        let code = generate(&key[..key.len() - 1], flags_in, flags_out, vex)?;
         let f = self.install(&code)?;
         self.map.insert(key, f);
         Ok(f)
@@ -165,8 +169,35 @@ fn mr(base: Register, off: usize) -> MemoryOperand {
     MemoryOperand::with_base_displ(base, off as i64)
 }
 
-/// The stub's code around the guest instruction's host encoding `insn`.
-fn generate(insn: &[u8], flags_in: bool, flags_out: bool) -> Result<Vec<u8>, &'static str> {
+/// YMM0-15 as registers, for the upper-half loads and stores of VEX stubs.
+const YMM: [Register; 16] = [
+    Register::YMM0,
+    Register::YMM1,
+    Register::YMM2,
+    Register::YMM3,
+    Register::YMM4,
+    Register::YMM5,
+    Register::YMM6,
+    Register::YMM7,
+    Register::YMM8,
+    Register::YMM9,
+    Register::YMM10,
+    Register::YMM11,
+    Register::YMM12,
+    Register::YMM13,
+    Register::YMM14,
+    Register::YMM15,
+];
+
+/// The stub's code around the guest instruction's host encoding `insn`. A VEX stub also
+/// inserts the guest's upper YMM halves after FXRSTOR64 (which leaves them alone), extracts
+/// them after FXSAVE64 and clears them with VZEROUPPER before Rust code runs again.
+fn generate(
+    insn: &[u8],
+    flags_in: bool,
+    flags_out: bool,
+    vex: bool,
+) -> Result<Vec<u8>, &'static str> {
     use Register::*;
     let w = |r: Result<Instruction, iced_x86::IcedError>| r.map_err(|_| "stub instruction");
     let gpr = offset_of!(StubCtx, gpr);
@@ -186,6 +217,22 @@ fn generate(insn: &[u8], flags_in: bool, flags_out: bool) -> Result<Vec<u8>, &'s
         m(offset_of!(StubCtx, fx_in)),
     ))?);
     pre.push(w(Instruction::with1(Code::Fxrstor64_m512byte, mr(RAX, 0)))?);
+    if vex {
+        pre.push(w(Instruction::with2(
+            Code::Mov_r64_rm64,
+            RAX,
+            m(offset_of!(StubCtx, ymmh_in)),
+        ))?);
+        for (i, y) in YMM.iter().enumerate() {
+            pre.push(w(Instruction::with4(
+                Code::VEX_Vinsertf128_ymm_ymm_xmmm128_imm8,
+                *y,
+                *y,
+                mr(RAX, 16 * i),
+                1,
+            ))?);
+        }
+    }
     if flags_in {
         pre.push(w(Instruction::with1(
             Code::Push_rm64,
@@ -245,6 +292,22 @@ fn generate(insn: &[u8], flags_in: bool, flags_out: bool) -> Result<Vec<u8>, &'s
         mr(RAX, offset_of!(StubCtx, fx_out)),
     ))?);
     post.push(w(Instruction::with1(Code::Fxsave64_m512byte, mr(RCX, 0)))?);
+    if vex {
+        post.push(w(Instruction::with2(
+            Code::Mov_r64_rm64,
+            RCX,
+            mr(RAX, offset_of!(StubCtx, ymmh_out)),
+        ))?);
+        for (i, y) in YMM.iter().enumerate() {
+            post.push(w(Instruction::with3(
+                Code::VEX_Vextractf128_xmmm128_ymm_imm8,
+                mr(RCX, 16 * i),
+                *y,
+                1,
+            ))?);
+        }
+        post.push(Instruction::with(Code::VEX_Vzeroupper));
+    }
     post.push(Instruction::with(Code::Fninit));
     post.push(w(Instruction::with1(Code::Fldcw_m2byte, mr(RAX, host_cw)))?);
     post.push(w(Instruction::with1(

@@ -3,17 +3,18 @@
 //!
 //! One mapping below 2 GiB (MAP_32BIT: absolute addressing reaches it):
 //!   0x0000 prologue (save callee-saved GPRs and the host FPU state, load the inputs), `jmp`
-//!   0x0100 the instruction under test, then `jmp 0x200`
-//!   0x0200 epilogue (store the outputs, restore the host state)
+//!   0x0200 the instruction under test, then `jmp 0x300`
+//!   0x0300 epilogue (store the outputs, restore the host state)
 //!   0x0800 GPRs in, 0x0880 flags in, 0x0888 flags out, 0x0890 host RSP, 0x0900 GPRs out
 //!   0x1000 host FXSAVE area, 0x1200 image in, 0x1400 image out
+//!   0x1600 upper YMM halves in, 0x1700 upper YMM halves out (where the host has AVX)
 //!   0x2000 DATA_SIZE bytes of data
 
 use crate::common::{abs, assemble, w, Area, CALLEE_SAVED, GPRS};
 use iced_x86::{Code, Instruction, Register};
 
-pub const TEST_OFF: u64 = 0x100;
-pub const END_OFF: u64 = 0x200;
+pub const TEST_OFF: u64 = 0x200;
+pub const END_OFF: u64 = 0x300;
 pub const DATA_OFF: u64 = 0x2000;
 pub const DATA_SIZE: usize = 0x4000;
 const IN_GPR: u64 = 0x800;
@@ -24,10 +25,13 @@ const OUT_GPR: u64 = 0x900;
 const HOST_FX: u64 = 0x1000;
 const IN_FX: u64 = 0x1200;
 const OUT_FX: u64 = 0x1400;
+const IN_YMMH: u64 = 0x1600;
+const OUT_YMMH: u64 = 0x1700;
 const LEN: usize = DATA_OFF as usize + DATA_SIZE;
 
 pub struct Out {
     pub fx: [u8; 512],
+    pub ymmh: [u8; 256],
     pub gpr: [u64; 16],
     pub flags: u64,
 }
@@ -85,6 +89,17 @@ impl Oracle {
             Code::Fxrstor64_m512byte,
             abs(c + IN_FX),
         )));
+        if avx() {
+            for (i, y) in ymm().iter().enumerate() {
+                p.push(w(Instruction::with4(
+                    Code::VEX_Vinsertf128_ymm_ymm_xmmm128_imm8,
+                    *y,
+                    *y,
+                    abs(c + IN_YMMH + 16 * i as u64),
+                    1,
+                )));
+            }
+        }
         p.push(w(Instruction::with1(Code::Push_rm64, abs(c + IN_FLAGS))));
         p.push(Instruction::with(Code::Popfq));
         for (i, r) in GPRS.iter().enumerate() {
@@ -119,6 +134,17 @@ impl Oracle {
             Code::Fxsave64_m512byte,
             abs(c + OUT_FX),
         )));
+        if avx() {
+            for (i, y) in ymm().iter().enumerate() {
+                e.push(w(Instruction::with3(
+                    Code::VEX_Vextractf128_xmmm128_ymm_imm8,
+                    abs(c + OUT_YMMH + 16 * i as u64),
+                    *y,
+                    1,
+                )));
+            }
+            e.push(Instruction::with(Code::VEX_Vzeroupper));
+        }
         e.push(w(Instruction::with1(
             Code::Fxrstor64_m512byte,
             abs(c + HOST_FX),
@@ -150,9 +176,10 @@ impl Oracle {
     /// # Safety
     /// The instruction must not fault (memory inside the data area, aligned where required,
     /// FP exceptions masked) and must not transfer control or touch RSP.
-    pub unsafe fn run(&self, fx: &[u8; 512], gpr: &[u64; 16], flags: u64) -> Out {
+    pub unsafe fn run(&self, fx: &[u8; 512], ymmh: &[u8; 256], gpr: &[u64; 16], flags: u64) -> Out {
         let a = &self.area;
         a.put(IN_FX, fx);
+        a.put(IN_YMMH, ymmh);
         for (i, v) in gpr.iter().enumerate() {
             a.put(IN_GPR + 8 * i as u64, &v.to_le_bytes());
         }
@@ -160,16 +187,35 @@ impl Oracle {
         a.call();
         let mut out = Out {
             fx: [0; 512],
+            ymmh: [0; 256],
             gpr: [0; 16],
             flags: a.read_u64(OUT_FLAGS),
         };
         a.get(OUT_FX, &mut out.fx);
+        if avx() {
+            a.get(OUT_YMMH, &mut out.ymmh);
+        } else {
+            out.ymmh = *ymmh;
+        }
         for (i, g) in out.gpr.iter_mut().enumerate() {
             *g = a.read_u64(OUT_GPR + 8 * i as u64);
         }
         out.gpr[4] = gpr[4];
         out
     }
+}
+
+/// Whether the host runs AVX (the oracle then carries the upper YMM halves).
+pub fn avx() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
+
+fn ymm() -> [Register; 16] {
+    use Register::*;
+    [
+        YMM0, YMM1, YMM2, YMM3, YMM4, YMM5, YMM6, YMM7, YMM8, YMM9, YMM10, YMM11, YMM12, YMM13,
+        YMM14, YMM15,
+    ]
 }
 
 /// `insn` (encoded for `bits`-bit code at `at`) followed by a `jmp` to `target`.
