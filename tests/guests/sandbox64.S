@@ -11,7 +11,12 @@
 #  2. the same through int $0x80 from 64-bit code with i386 numbers (DPL-3 gate, vector 0x80).
 #  3. sysenter with IA32_SYSENTER_CS = 0 (#UD on AMD, #GP(0) on Intel: one line either way).
 #  4. compatibility mode (selector 0x23, flat 32-bit DPL 3): int $0x80 write/open/execve/exit,
-#     then an int $0x80 asking the kernel to iretq back to 64-bit code.
+#     then an int $0x80 asking the kernel to iretq back to 64-bit code; then SYSCALL in
+#     compatibility mode with the same four i386 numbers, each entered by a far jump from 64-bit
+#     code: it reaches the guest kernel through CSTAR where it can be delivered (translated user
+#     code, QEMU), or as #UD where it cannot (btvisor's native engine: the host rewrote the
+#     return address before seccomp stopped the call); one line either way; and sysenter in
+#     compatibility mode (#UD on AMD, #GP(0) on Intel with SYSENTER_CS = 0: one line).
 #  5. reads of addresses where a host process's memory lives (not mapped by the guest: #PF
 #     err=4), a write (err=6), a read of and a call into the host's vsyscall page.
 #  6. user code reads the stub window's code (native: works; translated/QEMU: the first read
@@ -36,6 +41,7 @@
 .set MSR_STAR, 0xC0000081
 .set MSR_LSTAR, 0xC0000082
 .set MSR_FMASK, 0xC0000084
+.set MSR_CSTAR, 0xC0000083
 .set MSR_SYSENTER_CS, 0x174
 .set MSR_SYSENTER_ESP, 0x175
 .set MSR_SYSENTER_EIP, 0x176
@@ -54,6 +60,8 @@
 .set MODE_SYSENTER, 1                  # #UD or #GP: one fixed line
 .set MODE_VSYSCALL, 2                  # a call into the vsyscall page
 .set MODE_SECRET, 3                    # a #PF on the SECRET page (its address is not printed)
+.set MODE_CSYSCALL, 4                  # compat SYSCALL: CSTAR or #UD, back to 64-bit code
+.set MODE_CSYSENTER, 5                 # compat sysenter: #UD or #GP(0), back to 64-bit code
 
 .set SC_MARK, 0x5AFE5AFE00000000       # SYSCALL returns SC_MARK | nr
 .set I80_MARK, 0x5AFE0000              # int $0x80 returns I80_MARK | nr
@@ -95,6 +103,16 @@
     mov $\mode, %edx
     mov $SYS_EXPECT, %eax
     syscall
+.endm
+.macro CSYSCALL nr, b, c, d
+    UEXPECT 9004f, 9004f, MODE_CSYSCALL
+    mov $\b, %ebx
+    mov $\c, %ecx
+    mov $\c, %ebp                      # the i386 fast-call convention's second argument
+    mov $\d, %edx
+    mov $\nr, %eax
+    ljmp *csyscall_ptr(%rip)
+9004:
 .endm
 .macro UDONE
     mov $SYS_DONE, %eax
@@ -190,6 +208,11 @@ main64:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
+    mov $MSR_CSTAR, %ecx
+    lea cstar_entry(%rip), %rax
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
     mov $MSR_FMASK, %ecx
     mov $0x700, %eax                   # TF IF DF
     xor %edx, %edx
@@ -221,7 +244,7 @@ main64:
     PUTS "-- 3. sysenter with SYSENTER_CS=0\n"
     lea user_sysenter(%rip), %rdi
     call run_user
-    PUTS "-- 4. int 0x80 in compatibility mode\n"
+    PUTS "-- 4. int 0x80, syscall and sysenter in compatibility mode\n"
     lea user_compat(%rip), %rdi
     call run_user
     PUTS "-- 5. host process addresses\n"
@@ -409,6 +432,26 @@ sc_end_attempt:
     lea ustack_top(%rip), %rsp
     sysretq
 
+# a compat-mode SYSCALL arrives at CSTAR (ring 0, user stack, IF clear): it reached the guest
+# kernel; back to 64-bit user code at exc_resume.
+cstar_entry:
+    lea sc_stack_top(%rip), %rsp
+    cmpq $MODE_CSYSCALL, expect_mode(%rip)
+    jne 1f
+    PUTS "compat syscall: stopped in the guest kernel\n"
+    jmp 2f
+1:  PUTS "compat syscall: unexpected\n"
+2:  mov exc_resume(%rip), %rax
+    movq $0, exc_resume(%rip)
+    movq $0, exc_ref(%rip)
+    pushq $UDATA|3
+    lea ustack_top(%rip), %rcx
+    push %rcx
+    pushq $0x202
+    pushq $UCODE64|3
+    push %rax
+    iretq
+
 # sc_record: a host system call number (%rax, first argument %rdi) reached the guest kernel.
 sc_record:
     PUTS "syscall nr="
@@ -561,6 +604,10 @@ fault_handler:
     je fault_vsyscall
     cmp $MODE_SECRET, %rax
     je fault_secret
+    cmp $MODE_CSYSCALL, %rax
+    je fault_csyscall
+    cmp $MODE_CSYSENTER, %rax
+    je fault_csysenter
     call exc_report
 fault_resume:
     mov exc_resume(%rip), %rax
@@ -583,6 +630,38 @@ fault_sysenter:
     jmp fault_resume
 2:  PUTS "sysenter: unexpected exception: "
     call exc_report
+    jmp fault_resume
+# compat SYSCALL that came as #UD (btvisor's native engine: RIP is not known, not checked)
+fault_csyscall:
+    cmpq $6, F_VEC(%rdi)
+    jne 1f
+    PUTS "compat syscall: stopped in the guest kernel\n"
+    jmp fault_resume64
+1:  PUTS "compat syscall: unexpected exception: "
+    call exc_report
+    jmp fault_resume64
+fault_csysenter:
+    mov F_VEC(%rdi), %rax
+    cmp $6, %rax
+    je 1f
+    cmp $13, %rax
+    jne 2f
+    cmpq $0, F_ERR(%rdi)
+    jne 2f
+1:  mov F_RIP(%rdi), %rax
+    cmp exc_ref(%rip), %rax
+    jne 2f
+    PUTS "compat sysenter trapped to the guest kernel\n"
+    jmp fault_resume64
+2:  PUTS "compat sysenter: unexpected exception: "
+    call exc_report
+# resume the user at exc_resume in 64-bit mode (the fault came from compatibility mode)
+fault_resume64:
+    movq $UCODE64|3, F_CS(%rdi)
+    movq $UDATA|3, F_SS(%rdi)
+    lea ustack_top(%rip), %rax
+    mov %rax, F_RSP(%rdi)
+    movq $0x202, F_RFLAGS(%rdi)
     jmp fault_resume
 fault_secret:
     lea secret_page(%rip), %rax
@@ -731,9 +810,23 @@ ucompat_back:
     cmp $4, %esi
     jne 1f
     UPUTS "compat: all 4 calls returned the guest kernel's marker\n"
-    UDONE
+    jmp 3f
 1:  UPUTHEX "compat: BAD, markers returned", %rsi
-    UDONE
+3:  CSYSCALL 4, 1, pwned_cs32, 16                          # write(1, "PWNED-COMPATSYS\n", 16)
+    CSYSCALL 5, canary_path, 0x41, 0644                    # open
+    CSYSCALL 11, sh_path, sh_argv32, 0                     # execve
+    CSYSCALL 1, 42, 0, 0                                   # exit(42)
+    UEXPECT ucsysenter, 2f, MODE_CSYSENTER
+    ljmp *csysenter_ptr(%rip)
+2:  UDONE
+.code32
+ucsyscall:
+    syscall
+    ud2
+ucsysenter:
+    sysenter
+    ud2
+.code64
 
 # 5. host process addresses: reads (#PF err=4), a write (err=6), the vsyscall page
 user_hostmem:
@@ -865,6 +958,12 @@ user_window:
 compat_ptr: .long ucompat
     .word UCODE32|3
 .balign 8
+csyscall_ptr: .long ucsyscall
+    .word UCODE32|3
+.balign 8
+csysenter_ptr: .long ucsysenter
+    .word UCODE32|3
+.balign 8
 sh_argv: .quad sh_path, 0
 sh_argv32: .long sh_path, 0
 # attack registers: rax, rdi, rsi, rdx, r10, r8, r9
@@ -880,6 +979,7 @@ attack_table:
 pwned_sc: .ascii "PWNED-SYSCALL\n"
 pwned_i80: .ascii "PWNED-INT80\n"
 pwned_c32: .ascii "PWNED-COMPAT\n"
+pwned_cs32: .ascii "PWNED-COMPATSYS\n"
 pwned_stub: .ascii "PWNED-STUB\n"
 canary_path: .asciz "/tmp/btvisor-sandbox-canary"
 sh_path: .asciz "/bin/sh"

@@ -224,10 +224,24 @@ pub fn handle(
         // the host's GDT. That is the guest's meaning too when the guest's descriptor is the
         // same flat DPL-3 segment (Linux guests: 0x23 is 32-bit user code in both).
         if !follow_cs(cpu, m, cs as u16) {
+            // The guest's descriptor means something else: the far transfer cannot be undone,
+            // so the guest process (not the VM) takes #GP(selector) at its target.
             stats.exit("cs-change");
-            return Step::Leave(NativeOutcome::Stop(VmExit::Unsupported(format!(
-                "guest user code switched to selector {cs:#x} natively at rip {rip:#x}, whose guest descriptor differs from the host's\n"
-            ))));
+            return Step::Leave(NativeOutcome::Raise(Exception::gp(cs as u32 & 0xfffc)));
+        }
+        if host_landing_pad(rip) {
+            // SYSCALL in compatibility mode (reachable only by a far jump inside native code:
+            // 32-bit processes run translated). The host's compat entry replaced the return
+            // address with its vDSO's int80 landing pad (notes/native-exec.md, pitfall 1),
+            // then either seccomp stopped the call (SIGSYS there) or reading the i386 sixth
+            // argument from the guest stack failed and the host returned there (#PF at the
+            // address cut to 32 bits). It never reached the host, but it cannot be delivered
+            // as a SYSCALL. The guest process takes #UD, what Intel CPUs raise for SYSCALL in
+            // compatibility mode, at RIP 0: no host address reaches the guest.
+            cpu.gpr[1] = 0;
+            cpu.rip = 0;
+            stats.exit("compat syscall");
+            return Step::Leave(NativeOutcome::Raise(Exception::ud()));
         }
         stats.exit("cs-change");
     }
@@ -263,22 +277,17 @@ pub fn handle(
                     }
                 };
             }
-            if r.si_arch == AUDIT_ARCH_I386 {
-                // INT $0x80 from 64-bit code: rewind it and let the translator run it
-                // through the guest's IDT (gate DPL check included).
-                if rewind(cpu, m, rip, &[0xcd, 0x80]) {
-                    stats.translated_fallbacks += 1;
-                    return leave("int 0x80", stats, NativeOutcome::Translate);
-                }
+            if r.si_arch == AUDIT_ARCH_I386 && rewind(cpu, m, rip, &[0xcd, 0x80]) {
+                // INT $0x80 (64-bit or compatibility mode): rewind it and let the translator
+                // run it through the guest's IDT (gate DPL check included).
+                stats.translated_fallbacks += 1;
+                return leave("int 0x80", stats, NativeOutcome::Translate);
             }
-            leave(
-                "bad-syscall",
-                stats,
-                NativeOutcome::Stop(VmExit::Unsupported(format!(
-                    "guest system call from rip {rip:#x} with audit arch {:#x}\n",
-                    r.si_arch
-                ))),
-            )
+            // A system call whose instruction is not where the report says (guest code that
+            // jumped into the middle of stub bytes, for instance): it never ran; the guest
+            // process takes #UD at the reported address.
+            cpu.rip = rip;
+            leave("bad-syscall", stats, NativeOutcome::Raise(Exception::ud()))
         }
         libc::SIGTRAP if trapno == 3 => {
             // INT3 (or INT 3): RIP is after it. Rewind and let the translator deliver it
@@ -343,6 +352,20 @@ pub fn handle(
             ))),
         ),
     }
+}
+
+/// Whether `rip` is where the host's compat fast-syscall path sends a child (the int80 landing
+/// pad of the vDSO the child inherited from the monitor at fork: within its first pages),
+/// either as reported (SIGSYS) or cut to 32 bits (the fault after returning there in
+/// compatibility mode).
+fn host_landing_pad(rip: u64) -> bool {
+    static VDSO: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: getauxval reads the process's auxiliary vector; no preconditions.
+    let v = *VDSO.get_or_init(|| unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) });
+    const SPAN: u64 = 0x2000;
+    v != 0
+        && (rip.wrapping_sub(v) < SPAN
+            || (rip >> 32 == 0 && rip.wrapping_sub(v & 0xffff_ffff) < SPAN))
 }
 
 /// Take the guest's own descriptor for code selector `sel` that guest code loaded natively,
