@@ -101,6 +101,8 @@ pub struct Child {
     pub validator: Option<Validator>,
     /// The XSAVE image of the child's first report: the template of every guest FPU image.
     pub fp_template: Vec<u8>,
+    /// The host PMU's count of the child's user-mode instructions, where the host has one.
+    pub insns: Option<super::counter::InsnCounter>,
     reaped: bool,
 }
 
@@ -184,6 +186,7 @@ impl Child {
             _stub_fd: stub_fd,
             validator: None,
             fp_template: Vec::new(),
+            insns: None,
             reaped: false,
         };
         child.finish_start(cpu)?;
@@ -339,6 +342,11 @@ impl Child {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+    }
+
+    /// User-mode instructions the child retired so far (0 without a counter).
+    pub fn user_instructions(&self) -> u64 {
+        self.insns.as_ref().map_or(0, |c| c.read())
     }
 
     /// Kill the child now (it is replaced by a fresh one when needed).

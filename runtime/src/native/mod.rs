@@ -15,6 +15,7 @@
 //! the CPU would be in after delivering that event, and the translator runs the kernel.
 
 pub mod child;
+mod counter;
 mod exits;
 pub mod layout;
 pub mod seccomp;
@@ -64,6 +65,11 @@ pub struct NativeStats {
     pub adaptive_spells: u64,
     pub time_native: Duration,
     pub ops_sent: u64,
+    /// User-mode instructions retired by children that are gone (live ones are read when the
+    /// stats are rendered).
+    pub retired_insns: u64,
+    /// Why instructions are not counted (no host PMU), if they are not.
+    pub insns_uncounted: Option<String>,
 }
 
 impl NativeStats {
@@ -272,7 +278,13 @@ impl NativeUser {
             self.stats.children_recycled += 1;
             return Ok(i);
         }
-        let child = Child::spawn(self.ram_fd, self.child_cpu).map_err(|e| e.to_string())?;
+        let mut child = Child::spawn(self.ram_fd, self.child_cpu).map_err(|e| e.to_string())?;
+        if self.stats.insns_uncounted.is_none() {
+            match counter::InsnCounter::open(child.pid) {
+                Ok(c) => child.insns = Some(c),
+                Err(e) => self.stats.insns_uncounted = Some(e),
+            }
+        }
         self.stats.children_started += 1;
         tracing::debug!(target: "btvisor::native", "native: child {} started for cr3 {cr3:#x}", child.pid);
         let mut s = ShadowSpace::new(cr3, child);
@@ -353,7 +365,8 @@ impl NativeUser {
                     // the monitor knows, which the guest kernel turns into a fatal signal, and
                     // its address space a fresh child.
                     tracing::warn!(target: "btvisor::native", "native child {} of cr3 {cr3:#x} died ({why}); #GP", space.child.pid);
-                    self.spaces.remove(idx);
+                    let gone = self.spaces.remove(idx);
+                    self.stats.retired_insns += gone.child.user_instructions();
                     self.stats.exit("child died");
                     return NativeOutcome::Raise(Exception::gp(0));
                 }
@@ -362,7 +375,8 @@ impl NativeUser {
                     // the stub). Its sandbox is dropped and it gets #GP at the last state the
                     // monitor knows, which the guest kernel turns into a fatal signal.
                     tracing::warn!(target: "btvisor::native", "guest process at cr3 {cr3:#x} ignored preemption; #GP");
-                    self.spaces.remove(idx);
+                    let gone = self.spaces.remove(idx);
+                    self.stats.retired_insns += gone.child.user_instructions();
                     self.stats.exit("unresponsive");
                     return NativeOutcome::Raise(Exception::gp(0));
                 }
@@ -412,6 +426,26 @@ impl NativeUser {
             "  time in children        {:.3} s (resume to exit)",
             s.time_native.as_secs_f64()
         );
+        match &s.insns_uncounted {
+            None => {
+                let live: u64 = self
+                    .spaces
+                    .iter()
+                    .map(|sp| sp.child.user_instructions())
+                    .sum();
+                let _ = writeln!(
+                    out,
+                    "  user instructions       {} (host PMU, the stub's included)",
+                    s.retired_insns + live
+                );
+            }
+            Some(why) => {
+                let _ = writeln!(
+                    out,
+                    "  user instructions       not counted: no host PMU ({why})"
+                );
+            }
+        }
         let _ = writeln!(out, "  exits by cause:");
         for (k, n) in &s.exits {
             let _ = writeln!(out, "    {k:<24}{n}");
