@@ -217,6 +217,14 @@ impl FxArea {
         a.set32(Self::MXCSR_MASK, mxcsr_mask);
         a
     }
+    /// Put the x87 part (FCW, FSW, FTW, FOP, FIP, FDP, ST0-7) in its initial configuration
+    /// (SDM Vol. 1, 13.6: FCW 037FH, everything else 0), as XRSTOR does for a component whose
+    /// XSTATE_BV bit is clear. MXCSR and the XMM registers are left alone.
+    pub fn init_x87(&mut self) {
+        self.0[..Self::MXCSR].fill(0);
+        self.set16(Self::FCW, 0x037f);
+        self.0[Self::ST0..Self::XMM0].fill(0);
+    }
     pub fn get16(&self, off: usize) -> u16 {
         u16::from_le_bytes([self.0[off], self.0[off + 1]])
     }

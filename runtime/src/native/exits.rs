@@ -165,9 +165,7 @@ pub fn load_state(cpu: &mut CpuState, space: &mut ShadowSpace, r: &Report) {
             cpu.x87_ptr.fip = u64_at(FxArea::FIP);
             cpu.x87_ptr.fdp = u64_at(FxArea::FDP);
         } else {
-            cpu.fx.0[..FxArea::MXCSR].fill(0);
-            cpu.fx.set16(FxArea::FCW, 0x037f);
-            cpu.fx.0[FxArea::ST0..FxArea::XMM0].fill(0);
+            cpu.fx.init_x87();
             cpu.x87_ptr = Default::default();
         }
         if bv & 2 == 0 {

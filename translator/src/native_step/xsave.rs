@@ -230,10 +230,7 @@ fn restore(
             }
             cpu.x87_ptr = ptrs::load(fmt, &img);
         } else {
-            // The x87 initial configuration (SDM Vol. 1, 13.6): FNINIT's state, registers 0.
-            fx.0[..FxArea::MXCSR].fill(0);
-            fx.set16(FxArea::FCW, 0x037f);
-            fx.0[FxArea::ST0..FxArea::XMM0].fill(0);
+            fx.init_x87();
             cpu.x87_ptr = Default::default();
         }
     }
