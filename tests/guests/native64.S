@@ -25,10 +25,7 @@
 .include "long64.inc"
 .include "serial64.inc"
 .include "idt64.inc"
-
-.set MSR_STAR, 0xC0000081
-.set MSR_LSTAR, 0xC0000082
-.set MSR_FMASK, 0xC0000084
+.include "ring3_64.inc"
 
 .set SYS_PUTS, 1                       # rdi = string
 .set SYS_PUTHEX, 2                     # rdi = value, 16 hex digits and a newline
@@ -39,42 +36,20 @@
 .set SYS_EXPECT, 7                     # rdi = faulting instruction, rsi = resume address
 .set SYS_TEXIT, 8                      # task exit (section 5), rdi = error bits
 
-.set PG_P, 1
-.set PG_RW, 2
-.set PG_U, 4
-.set PG_URW, 7
-.set PG_ADDR, 0x000FFFFFFFFFF000
-
-.set USER_BASE, 0x40000000             # one page table (pt_user_a/b) per address space
-.set PRIV_VA, USER_BASE                # private page (per task)
-.set SHARED_VA, USER_BASE + 0x1000     # kernel-written, user read-only
-.set USTACK_TOP, USER_BASE + 0x4000    # two stack pages below
+# user pages: the ring3_64.inc layout (USER_BASE, PRIV_VA, SHARED_VA, USTACK_TOP, the frame pool)
 .set COW_VA, USER_BASE + 0x20000
 .set COW_PAGES, 16
 .set COW_OFF, 0x800                    # page i gets COW_VAL + i at COW_OFF + 8 * i
 .set COW_VAL, 0x7EED0000
 .set DEMAND_VA, USER_BASE + 0x100000
 .set DEMAND_PAGES, 64
-.set POOL_BASE, 0x400000               # frame pool: 4 MiB .. 8 MiB (identity-mapped for the kernel)
-.set POOL_END, 0x800000
 
 .set N_COMPUTE, 2000000
 .set N_CALLS, 100000
 .set MIN_SWITCHES, 20
 .set PIT_COUNT, 1193                   # 1 kHz
 
-# shared page
-.set SH_SWITCHES, 0
-# private page (section 5)
-.set PV_ID, 0
-.set PV_COUNT, 8
-.set PV_ERR, 16
-.set PV_MXCSR, 24
-.set PV_MXOUT, 28
-.set PV_FCW, 32
-.set PV_FCWOUT, 34
-.set PV_ST0, 36
-.set PV_ST0OUT, 40
+# private page (section 5): PV_ID .. PV_ST0OUT from ring3_64.inc, then
 .set PV_SMARK, 48
 .set PV_GPR, 0x40                      # 10 qwords: rbx rbp r8..r15
 .set PV_XMM_PAT, 0x100                 # 16 x 16 bytes
@@ -93,62 +68,34 @@
 .set TCB_RESULT, 704
 .set TCB_PRIV, 712                     # physical address of the private page
 .set TCB_SIZE, 1024
+.set TCB_SHIFT, 10
+# the tasks' FPU / SSE state (ring3_64.inc hooks): FXSAVE64 / FXRSTOR64 areas, initially the
+# state after FNINIT with MXCSR 0x1f80
+.macro TASK_STATE_INIT
+    fninit
+    ldmxcsr mxcsr_default(%rip)
+    fxsave64 TCB_FX(%rbx)
+.endm
+.macro TASK_STATE_SAVE tcb
+    fxsave64 TCB_FX(\tcb)
+.endm
+.macro TASK_STATE_LOAD tcb
+    fxrstor64 TCB_FX(\tcb)
+.endm
 
 # ---------------------------------------------------------------- user-side macros (ring 3)
-.macro UPUTS text
-    .pushsection .text.user, 1
-9000: .asciz "\text"
-    .popsection
-    lea 9000b(%rip), %rdi
-    mov $SYS_PUTS, %eax
-    syscall
-.endm
-.macro UPUTHEX label, val
-    push \val
-    UPUTS "\label="
-    pop %rdi
-    mov $SYS_PUTHEX, %eax
-    syscall
-.endm
-.macro UPUTDEC label, val
-    push \val
-    UPUTS "\label="
-    pop %rdi
-    mov $SYS_PUTDEC, %eax
-    syscall
-.endm
+# (UPUTS, UPUTHEX, UPUTDEC, UDONE: ring3_64.inc)
 .macro UEXPECT at, resume
     lea \at(%rip), %rdi
     lea \resume(%rip), %rsi
     mov $SYS_EXPECT, %eax
     syscall
 .endm
-.macro UDONE
-    mov $SYS_DONE, %eax
-    syscall
-.endm
 
 .section .text
 main64:
     call idt64_init
-    # 8259 PICs as Linux initialises them (vectors 0x20 / 0x28), everything masked
-    mov $0x11, %al
-    out %al, $0x20
-    out %al, $0xa0
-    mov $0x20, %al
-    out %al, $0x21
-    mov $0x28, %al
-    out %al, $0xa1
-    mov $0x04, %al
-    out %al, $0x21
-    mov $0x02, %al
-    out %al, $0xa1
-    mov $0x01, %al
-    out %al, $0x21
-    out %al, $0xa1
-    mov $0xff, %al
-    out %al, $0x21
-    out %al, $0xa1
+    PIC_INIT
     PUTS "native64\n"
     # SSE on: CR0.MP|NE, EM=TS=0, CR4.OSFXSR|OSXMMEXCPT
     mov %cr0, %rax
@@ -160,17 +107,7 @@ main64:
     mov %rax, %cr4
     fninit
     ldmxcsr mxcsr_default(%rip)
-    # TSS64: rsp0 for interrupts and exceptions from ring 3
-    lea kstack_top(%rip), %rax
-    mov %rax, tss64+4(%rip)
-    movw $104, tss64+102(%rip)
-    mov $TSS_SEL, %edi
-    lea tss64(%rip), %rsi
-    mov $103, %edx
-    mov $0x89, %ecx
-    call gdt_set_sys
-    mov $TSS_SEL, %ax
-    ltr %ax
+    TSS64_INIT
     # gates and handlers
     mov $0x80, %edi
     mov $0xEE00, %edx                  # DPL 3 interrupt gate
@@ -186,24 +123,7 @@ main64:
     mov %rax, exc_handlers+3*8(%rip)
     mov %rax, exc_handlers+6*8(%rip)
     mov %rax, exc_handlers+13*8(%rip)
-    # SYSCALL / SYSRET
-    mov $MSR_EFER, %ecx
-    rdmsr
-    or $1, %eax                        # SCE
-    wrmsr
-    mov $MSR_STAR, %ecx
-    xor %eax, %eax
-    mov $((UCODE32|3) << 16) | KCODE64, %edx
-    wrmsr
-    mov $MSR_LSTAR, %ecx
-    lea syscall_entry(%rip), %rax
-    mov %rax, %rdx
-    shr $32, %rdx
-    wrmsr
-    mov $MSR_FMASK, %ecx
-    mov $0x700, %eax                   # TF IF DF
-    xor %edx, %edx
-    wrmsr
+    SYSCALL_INIT
     call build_tables
     lea pml4_a(%rip), %rax
     mov %rax, %cr3
@@ -266,128 +186,8 @@ main64:
     ret
 
 # ---------------------------------------------------------------- kernel helpers
-# putdec64: print %rax as an unsigned decimal number. Preserves all registers.
-putdec64:
-    push %rax
-    push %rcx
-    push %rdx
-    push %rbx
-    mov $10, %ebx
-    xor %ecx, %ecx
-1:  xor %edx, %edx
-    div %rbx
-    push %rdx
-    inc %ecx
-    test %rax, %rax
-    jnz 1b
-2:  pop %rax
-    add $'0', %al
-    call putc
-    loop 2b
-    pop %rbx
-    pop %rdx
-    pop %rcx
-    pop %rax
-    ret
-
-# alloc_frame: %rax = a zeroed 4 KiB frame from the pool. Preserves other registers.
-alloc_frame:
-    push %rdi
-    push %rcx
-    mov pool_next(%rip), %rax
-    cmp $POOL_END, %rax
-    jae 1f
-    addq $4096, pool_next(%rip)
-    push %rax
-    mov %rax, %rdi
-    xor %eax, %eax
-    mov $512, %ecx
-    rep stosq
-    pop %rax
-    pop %rcx
-    pop %rdi
-    ret
-1:  PUTS "frame pool exhausted\n"
-    mov $6, %al
-    call exit
-
-# build_tables: the two user address spaces.
-#   pml4_x[0] -> pdpt_x (U), pdpt_x[0] -> pd_low (U), pdpt_x[1] -> pd_user_x (U),
-#   pd_low[0] -> pt_low (U: 4 KiB identity pages of 0..2 MiB, supervisor RW except the user
-#   text, which is U read-only; page 0 not present), pd_low[1..511] = boot_pd (supervisor),
-#   pd_user_x[0] -> pt_user_x: [0] private, [1] shared (U read-only), [2..3] stack.
-build_tables:
-    lea tables_start(%rip), %rdi
-    mov $((tables_end - tables_start) / 8), %ecx
-    xor %eax, %eax
-    rep stosq
-    lea pt_low(%rip), %rdi
-    lea user_text_start(%rip), %r8
-    lea user_text_end(%rip), %r9
-    mov $1, %ecx                       # entry 0 (page 0) stays not present
-1:  mov %rcx, %rax
-    shl $12, %rax
-    mov %rax, %rdx
-    or $(PG_P|PG_RW), %rdx
-    cmp %r8, %rax
-    jb 2f
-    cmp %r9, %rax
-    jae 2f
-    mov %rax, %rdx
-    or $(PG_P|PG_U), %rdx
-2:  mov %rdx, (%rdi,%rcx,8)
-    inc %ecx
-    cmp $512, %ecx
-    jb 1b
-    lea pd_low(%rip), %rdi
-    lea boot_pd(%rip), %rsi
-    mov $512, %ecx
-    rep movsq
-    lea pt_low(%rip), %rax
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, pd_low(%rip)
-    call alloc_frame
-    mov %rax, shared_frame(%rip)
-    lea pml4_a(%rip), %rdi
-    lea pdpt_a(%rip), %rsi
-    lea pd_user_a(%rip), %rdx
-    lea pt_user_a(%rip), %rcx
-    lea tcbs(%rip), %r8
-    call build_space
-    lea pml4_b(%rip), %rdi
-    lea pdpt_b(%rip), %rsi
-    lea pd_user_b(%rip), %rdx
-    lea pt_user_b(%rip), %rcx
-    lea tcbs+TCB_SIZE(%rip), %r8
-    call build_space
-    ret
-
-# build_space: %rdi pml4, %rsi pdpt, %rdx pd_user, %rcx pt_user, %r8 tcb (CR3, private page).
-build_space:
-    mov %rdi, TCB_CR3(%r8)
-    lea PG_URW(%rsi), %rax
-    mov %rax, (%rdi)
-    lea pd_low(%rip), %rax
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, (%rsi)
-    lea PG_URW(%rdx), %rax
-    mov %rax, 8(%rsi)
-    lea PG_URW(%rcx), %rax
-    mov %rax, (%rdx)
-    call alloc_frame
-    mov %rax, TCB_PRIV(%r8)
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, (%rcx)
-    mov shared_frame(%rip), %rax
-    or $(PG_P|PG_U), %rax
-    mov %rax, 8(%rcx)
-    call alloc_frame
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, 16(%rcx)
-    call alloc_frame
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, 24(%rcx)
-    ret
+# (putdec64, back_to_kernel: ring3_64.inc; the frame pool, address spaces and tasks below)
+RING3_TASKS
 
 # run_user: run %rdi in ring 3 (address space A, its stack) until it makes SYS_DONE.
 run_user:
@@ -401,17 +201,7 @@ run_user:
     mov %rdi, %rcx
     mov $0x202, %r11d
     mov $USTACK_TOP, %rsp
-    sysretq
-# back_to_kernel: return from run_user / run_tasks (any stack, IF=0).
-back_to_kernel:
-    mov kctx_rsp(%rip), %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rbp
-    pop %rbx
-    ret
+    sysretq                            # SYS_DONE returns through back_to_kernel
 
 # ---------------------------------------------------------------- syscalls
 syscall_entry:
@@ -692,131 +482,7 @@ cow_check:
     ret
 
 # ---------------------------------------------------------------- tasks and the timer
-# run_tasks: start tasks A and B (own CR3s, private pages at PRIV_VA), PIT at 1 kHz, run until
-# both have made SYS_TEXIT.
-run_tasks:
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    mov %rsp, kctx_rsp(%rip)
-    fninit
-    ldmxcsr mxcsr_default(%rip)
-    lea tcbs(%rip), %rbx
-    mov $'A', %edx
-    call task_init
-    add $TCB_SIZE, %rbx
-    mov $'B', %edx
-    call task_init
-    movq $0, cur_task(%rip)
-    # PIT channel 0: mode 2, lobyte/hibyte
-    mov $0x34, %al
-    out %al, $0x43
-    mov $(PIT_COUNT & 0xff), %al
-    out %al, $0x40
-    mov $(PIT_COUNT >> 8), %al
-    out %al, $0x40
-    mov $0xfe, %al                     # unmask IRQ0 (IF stays 0 until the iretq; an IRQ0
-    out %al, $0x21                     # latched earlier may preempt A at its first insn)
-    lea tcbs(%rip), %rbx
-    jmp resume_task
-
-# task_init: %rbx = tcb, %edx = task id: initial frame, FPU state, alive.
-task_init:
-    lea TCB_FRAME(%rbx), %rdi
-    mov $22, %ecx
-    xor %eax, %eax
-    rep stosq
-    lea task_entry(%rip), %rax
-    mov %rax, TCB_FRAME+F_RIP(%rbx)
-    movq $UCODE64|3, TCB_FRAME+F_CS(%rbx)
-    movq $0x202, TCB_FRAME+F_RFLAGS(%rbx)
-    movq $USTACK_TOP, TCB_FRAME+F_RSP(%rbx)
-    movq $UDATA|3, TCB_FRAME+F_SS(%rbx)
-    mov %rdx, TCB_FRAME+F_RDI(%rbx)
-    fxsave64 TCB_FX(%rbx)
-    movq $1, TCB_ALIVE(%rbx)
-    movq $-1, TCB_RESULT(%rbx)
-    mov TCB_PRIV(%rbx), %rdi           # fresh private page
-    mov $512, %ecx
-    xor %eax, %eax
-    rep stosq
-    ret
-
-# resume_task: enter the task whose tcb is %rbx (CR3, FXRSTOR64, iretq); never returns.
-resume_task:
-    mov TCB_CR3(%rbx), %rax
-    mov %rax, %cr3
-    fxrstor64 TCB_FX(%rbx)
-    sub $22*8, %rsp
-    lea TCB_FRAME(%rbx), %rsi
-    mov %rsp, %rdi
-    mov $22, %ecx
-    rep movsq
-    jmp exc_return
-
-# timer_handler: IRQ0. Counts ticks, EOI; from ring 3 with the other task alive, saves the
-# frame and FXSAVE64 area of the current task and loads the other's (CR3 too).
-timer_handler:
-    incq ticks(%rip)
-    mov $0x20, %al                     # non-specific EOI
-    out %al, $0x20
-    testb $3, F_CS(%rdi)
-    jnz 1f
-    incq kernel_ticks(%rip)
-    ret
-1:  mov cur_task(%rip), %rax
-    shl $10, %rax
-    lea tcbs(%rip), %r8
-    add %rax, %r8                      # current tcb
-    lea tcbs(%rip), %r9
-    xor $TCB_SIZE, %rax
-    add %rax, %r9                      # other tcb
-    cmpq $0, TCB_ALIVE(%r9)
-    je 2f
-    mov %rdi, %rbx
-    mov %rbx, %rsi
-    lea TCB_FRAME(%r8), %rdi
-    mov $22, %ecx
-    rep movsq
-    fxsave64 TCB_FX(%r8)
-    xorq $1, cur_task(%rip)
-    incq switches(%rip)
-    mov switches(%rip), %rax
-    mov shared_frame(%rip), %rcx
-    mov %rax, SH_SWITCHES(%rcx)
-    mov TCB_CR3(%r9), %rax
-    mov %rax, %cr3
-    fxrstor64 TCB_FX(%r9)
-    lea TCB_FRAME(%r9), %rsi
-    mov %rbx, %rdi
-    mov $22, %ecx
-    rep movsq
-    mov %rbx, %rdi
-2:  ret
-
-# sys_texit: the current task is done (result %rdi); run the other or return from run_tasks.
-sys_texit:
-    mov cur_task(%rip), %rax
-    shl $10, %rax
-    lea tcbs(%rip), %rbx
-    add %rax, %rbx
-    mov %rdi, TCB_RESULT(%rbx)
-    movq $0, TCB_ALIVE(%rbx)
-    lea tcbs(%rip), %rbx
-    xor $TCB_SIZE, %rax
-    add %rax, %rbx
-    cmpq $0, TCB_ALIVE(%rbx)
-    je 1f
-    xorq $1, cur_task(%rip)
-    jmp resume_task
-1:  mov $0xff, %al                     # mask IRQ0 again
-    out %al, $0x21
-    lea pml4_a(%rip), %rax
-    mov %rax, %cr3
-    jmp back_to_kernel
+# (run_tasks, task_init, resume_task, timer_handler, sys_texit: RING3_TASKS above)
 
 # tasks_report: per-task results (timing-independent lines only).
 tasks_report:
@@ -831,12 +497,7 @@ tasks_report:
     PUTS "switches >= 20\n"
     jmp 2f
 1:  PUTS "switches < 20: BAD\n"
-2:  cmpq $0, kernel_ticks(%rip)
-    jne 1f
-    PUTS "every timer interrupt came from ring 3\n"
-    ret
-1:  PUTS "timer interrupts from ring 0: BAD\n"
-    ret
+2:  jmp kernel_ticks_report
 
 .macro TASK_LINE what
     PUTS "task "
@@ -874,9 +535,7 @@ task_report:
     ret
 
 # ---------------------------------------------------------------- user side (ring 3)
-.section .text.user, "ax"
-.balign 4096
-user_text_start:
+.section .text.user, "ax"              # after user_text_start (ring3_64.inc)
 
 # 1. compute
 user_compute:
@@ -1033,22 +692,7 @@ task_entry:
     inc %ecx
     cmp $10, %ecx
     jb 1b
-    mov %edi, %eax                     # MXCSR: A 0x3f80 (round down), B 0x7f80 (toward 0)
-    sub $'A', %eax
-    shl $14, %eax
-    add $0x3F80, %eax
-    mov %eax, PV_MXCSR(%rsi)
-    ldmxcsr PV_MXCSR(%rsi)
-    mov %edi, %eax                     # x87 control word: A 0x027f, B 0x0a7f (round up)
-    sub $'A', %eax
-    shl $11, %eax
-    add $0x027F, %eax
-    mov %ax, PV_FCW(%rsi)
-    fldcw PV_FCW(%rsi)
-    mov %edi, %eax                     # st0 = id * 0x10001
-    imul $0x10001, %eax
-    mov %eax, PV_ST0(%rsi)
-    fildl PV_ST0(%rsi)
+    UTASK_FPU_INIT
     mov %rdi, %rax                     # stack marker
     not %rax
     mov %rax, PV_SMARK(%rsi)
@@ -1077,21 +721,8 @@ task_spin:
     test %rdx, %rdx
     jz 1f
     orq $ERR_XMM, PV_ERR(%rsi)
-1:  stmxcsr PV_MXOUT(%rsi)
-    mov PV_MXOUT(%rsi), %eax
-    cmp PV_MXCSR(%rsi), %eax
-    je 1f
-    orq $ERR_MXCSR, PV_ERR(%rsi)
-1:  fnstcw PV_FCWOUT(%rsi)
-    fistl PV_ST0OUT(%rsi)
-    mov PV_FCWOUT(%rsi), %ax
-    cmp PV_FCW(%rsi), %ax
-    jne 2f
-    mov PV_ST0OUT(%rsi), %eax
-    cmp PV_ST0(%rsi), %eax
-    je 1f
-2:  orq $ERR_X87, PV_ERR(%rsi)
-1:  cmp PV_GPR+0(%rsi), %rbx
+1:  UTASK_FPU_CHECK orq, PV_ERR(%rsi)
+    cmp PV_GPR+0(%rsi), %rbx
     jne 2f
     cmp PV_GPR+8(%rsi), %rbp
     jne 2f
@@ -1133,20 +764,10 @@ user_faults:
 1:  div %ecx                           # #DE
 2:  UDONE
 
-.section .text.user, "ax"
-.subsection 2
-.balign 4096
-user_text_end:
-
 .section .data
-.align 16
-tss64: .skip 104
 .align 8
 mxcsr_default: .long 0x1F80
 .align 8
-pool_next: .quad POOL_BASE
-kctx_rsp: .quad 0
-sc_user_rsp: .quad 0
 sc_counter: .quad 0
 int80_counter: .quad 0
 demand_faults: .quad 0
@@ -1155,30 +776,3 @@ cow_faults: .quad 0
 cow_bad: .quad 0
 cow_old: .fill COW_PAGES, 8, 0
 cow_new: .fill COW_PAGES, 8, 0
-shared_frame: .quad 0
-cur_task: .quad 0
-ticks: .quad 0
-kernel_ticks: .quad 0
-switches: .quad 0
-
-.section .bss
-.align 4096
-tables_start:
-pml4_a: .skip 4096
-pml4_b: .skip 4096
-pdpt_a: .skip 4096
-pdpt_b: .skip 4096
-pd_low: .skip 4096
-pt_low: .skip 4096
-pd_user_a: .skip 4096
-pd_user_b: .skip 4096
-pt_user_a: .skip 4096
-pt_user_b: .skip 4096
-tables_end:
-.align 64
-tcbs: .skip 2 * TCB_SIZE
-.align 16
-    .skip 4096
-kstack_top:
-    .skip 4096
-sc_stack_top:

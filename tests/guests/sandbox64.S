@@ -37,11 +37,8 @@
 .include "long64.inc"
 .include "serial64.inc"
 .include "idt64.inc"
+.include "ring3_64.inc"
 
-.set MSR_STAR, 0xC0000081
-.set MSR_LSTAR, 0xC0000082
-.set MSR_FMASK, 0xC0000084
-.set MSR_CSTAR, 0xC0000083
 .set MSR_SYSENTER_CS, 0x174
 .set MSR_SYSENTER_ESP, 0x175
 .set MSR_SYSENTER_EIP, 0x176
@@ -77,26 +74,8 @@
 .set PIT_COUNT, 1193                   # 1 kHz
 .set ATTEMPT_TICKS, 50                 # an attempt still running after this many ticks ends
 
-.set PG_P, 1
-.set PG_RW, 2
-.set PG_U, 4
-
 # ---------------------------------------------------------------- user-side macros (ring 3)
-.macro UPUTS text
-    .pushsection .text.user, 1
-9000: .asciz "\text"
-    .popsection
-    lea 9000b(%rip), %rdi
-    mov $SYS_PUTS, %eax
-    syscall
-.endm
-.macro UPUTHEX label, val
-    push \val
-    UPUTS "\label="
-    pop %rdi
-    mov $SYS_PUTHEX, %eax
-    syscall
-.endm
+# (UPUTS, UPUTHEX, UDONE: ring3_64.inc)
 .macro UEXPECT at, resume, mode=MODE_REPORT
     lea \at(%rip), %rdi
     lea \resume(%rip), %rsi
@@ -113,10 +92,6 @@
     mov $\nr, %eax
     ljmp *csyscall_ptr(%rip)
 9004:
-.endm
-.macro UDONE
-    mov $SYS_DONE, %eax
-    syscall
 .endm
 # a raw host system call through SYSCALL; %r12 counts the markers that came back
 .macro HOSTCALL nr, a0, a1=$0, a2=$0, a3=$0, a4=$0, a5=$0
@@ -150,36 +125,9 @@
 .section .text
 main64:
     call idt64_init
-    # 8259 PICs as Linux initialises them (vectors 0x20 / 0x28), everything masked
-    mov $0x11, %al
-    out %al, $0x20
-    out %al, $0xa0
-    mov $0x20, %al
-    out %al, $0x21
-    mov $0x28, %al
-    out %al, $0xa1
-    mov $0x04, %al
-    out %al, $0x21
-    mov $0x02, %al
-    out %al, $0xa1
-    mov $0x01, %al
-    out %al, $0x21
-    out %al, $0xa1
-    mov $0xff, %al
-    out %al, $0x21
-    out %al, $0xa1
+    PIC_INIT
     PUTS "sandbox64\n"
-    # TSS64: rsp0 for interrupts and exceptions from ring 3
-    lea kstack_top(%rip), %rax
-    mov %rax, tss64+4(%rip)
-    movw $104, tss64+102(%rip)
-    mov $TSS_SEL, %edi
-    lea tss64(%rip), %rsi
-    mov $103, %edx
-    mov $0x89, %ecx
-    call gdt_set_sys
-    mov $TSS_SEL, %ax
-    ltr %ax
+    TSS64_INIT
     # every exception goes to fault_handler; IRQ0 to timer_handler; int $0x80 (DPL 3)
     lea fault_handler(%rip), %rax
     lea exc_handlers(%rip), %rdi
@@ -194,29 +142,7 @@ main64:
     call idt_set_attr
     lea int80_handler(%rip), %rax
     mov %rax, exc_handlers+0x80*8(%rip)
-    # SYSCALL / SYSRET
-    mov $MSR_EFER, %ecx
-    rdmsr
-    or $1, %eax                        # SCE
-    wrmsr
-    mov $MSR_STAR, %ecx
-    xor %eax, %eax
-    mov $((UCODE32|3) << 16) | KCODE64, %edx
-    wrmsr
-    mov $MSR_LSTAR, %ecx
-    lea syscall_entry(%rip), %rax
-    mov %rax, %rdx
-    shr $32, %rdx
-    wrmsr
-    mov $MSR_CSTAR, %ecx
-    lea cstar_entry(%rip), %rax
-    mov %rax, %rdx
-    shr $32, %rdx
-    wrmsr
-    mov $MSR_FMASK, %ecx
-    mov $0x700, %eax                   # TF IF DF
-    xor %edx, %edx
-    wrmsr
+    SYSCALL_INIT cstar_entry
     # SYSENTER MSRs all zero: SYSENTER_CS = 0 makes sysenter #GP(0) where it is valid
     xor %eax, %eax
     xor %edx, %edx
@@ -348,14 +274,7 @@ secret_check:
 # timer_start / timer_stop: PIT channel 0 at 1 kHz on IRQ0 (vector 0x20), unmasked / masked.
 timer_start:
     movq $0, ticks(%rip)
-    mov $0x34, %al                     # channel 0, lobyte/hibyte, mode 2
-    out %al, $0x43
-    mov $(PIT_COUNT & 0xff), %al
-    out %al, $0x40
-    mov $(PIT_COUNT >> 8), %al
-    out %al, $0x40
-    mov $0xfe, %al
-    out %al, $0x21
+    PIT_START
     ret
 timer_stop:
     mov $0xff, %al
@@ -374,16 +293,7 @@ run_user:
     mov %rdi, %rcx
     mov $0x202, %r11d
     lea ustack_top(%rip), %rsp
-    sysretq
-back_to_kernel:
-    mov kctx_rsp(%rip), %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rbp
-    pop %rbx
-    ret
+    sysretq                            # SYS_DONE returns through back_to_kernel
 
 # in_window: CF=1 if %rax is in the stub window. Clobbers %rdx.
 in_window:
@@ -738,9 +648,7 @@ timer_handler:
 1:  ret
 
 # ---------------------------------------------------------------- user side (ring 3)
-.section .text.user, "ax"
-.balign 4096
-user_text_start:
+.section .text.user, "ax"              # after user_text_start (ring3_64.inc)
 
 # 1. raw host system calls through SYSCALL
 user_syscalls:
@@ -984,11 +892,6 @@ pwned_stub: .ascii "PWNED-STUB\n"
 canary_path: .asciz "/tmp/btvisor-sandbox-canary"
 sh_path: .asciz "/bin/sh"
 
-.section .text.user, "ax"
-.subsection 2
-.balign 4096
-user_text_end:
-
 # ---------------------------------------------------------------- user read-write pages
 .section .bss.user, "aw", @nobits
 .balign 4096
@@ -1004,11 +907,7 @@ scratch_top:
 user_data_end:
 
 .section .data
-.align 16
-tss64: .skip 104
 .align 8
-kctx_rsp: .quad 0
-sc_user_rsp: .quad 0
 expect_mode: .quad 0
 attempt_active: .quad 0
 attempt_resume: .quad 0
@@ -1030,8 +929,3 @@ pt_w: .skip 4096
 tables_end:
 win_frame: .skip 4096
 secret_page: .skip 4096
-.align 16
-    .skip 4096
-kstack_top:
-    .skip 4096
-sc_stack_top:

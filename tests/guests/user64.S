@@ -10,10 +10,8 @@
 .include "long64.inc"
 .include "serial64.inc"
 .include "idt64.inc"
+.include "ring3_64.inc"
 
-.set MSR_STAR, 0xC0000081
-.set MSR_LSTAR, 0xC0000082
-.set MSR_FMASK, 0xC0000084
 .set SYS_PUTS, 1
 .set SYS_PUTHEX, 2
 .set SYS_EXIT, 3
@@ -21,23 +19,7 @@
 .set SYS_PHASE2, 5
 .set SYS_BPGATE, 6                     # make vector 3 a DPL-3 gate
 .set DEMAND_VA, 0x40000000
-
-# user-side helpers (ring 3): print through SYSCALL
-.macro UPUTS text
-    .pushsection .rodata
-9000: .asciz "\text"
-    .popsection
-    lea 9000b(%rip), %rdi
-    mov $SYS_PUTS, %eax
-    syscall
-.endm
-.macro UPUTHEX label, val
-    push \val
-    UPUTS "\label="
-    pop %rdi
-    mov $SYS_PUTHEX, %eax
-    syscall
-.endm
+# user-side helpers (ring 3), printing through SYSCALL: UPUTS, UPUTHEX (ring3_64.inc)
 
 .section .text
 main64:
@@ -52,17 +34,7 @@ main64:
     orq $4, boot_pd(%rip)
     mov %cr3, %rax
     mov %rax, %cr3
-    # TSS64: rsp0 for interrupts from ring 3
-    lea kstack_top(%rip), %rax
-    mov %rax, tss64+4(%rip)
-    movw $104, tss64+102(%rip)
-    mov $TSS_SEL, %edi
-    lea tss64(%rip), %rsi
-    mov $103, %edx
-    mov $0x89, %ecx
-    call gdt_set_sys
-    mov $TSS_SEL, %ax
-    ltr %ax
+    TSS64_INIT
     # gates and handlers
     mov $0x80, %edi
     mov $0xEE00, %edx                  # DPL 3 interrupt gate
@@ -76,24 +48,7 @@ main64:
     mov %rax, exc_handlers+13*8(%rip)
     lea pf_handler(%rip), %rax
     mov %rax, exc_handlers+14*8(%rip)
-    # SYSCALL / SYSRET
-    mov $MSR_EFER, %ecx
-    rdmsr
-    or $1, %eax                        # SCE
-    wrmsr
-    mov $MSR_STAR, %ecx
-    xor %eax, %eax
-    mov $((UCODE32|3) << 16) | KCODE64, %edx
-    wrmsr
-    mov $MSR_LSTAR, %ecx
-    lea syscall_entry(%rip), %rax
-    mov %rax, %rdx
-    shr $32, %rdx
-    wrmsr
-    mov $MSR_FMASK, %ecx
-    mov $0x700, %eax                   # TF IF DF
-    xor %edx, %edx
-    wrmsr
+    SYSCALL_INIT
     PUTS "entering ring 3 with sysretq\n"
     lea user_main(%rip), %rcx
     mov $0x202, %r11d
@@ -316,12 +271,9 @@ ucompat_back:
 .section .rodata
 compat_msg: .asciz "int 0x80 from compatibility mode\n"
 .section .data
-.align 16
-tss64: .skip 104
 .align 8
 ucompat_ptr: .long ucompat
     .word UCODE32|3
-sc_user_rsp: .quad 0
 sc_rcx: .quad 0
 sc_r11: .quad 0
 sc_kflags: .quad 0
@@ -332,9 +284,5 @@ err_mask: .long -1
 .align 4096
 demand_pd: .skip 4096
 .align 16
-    .skip 4096
-kstack_top:
-    .skip 4096
-sc_stack_top:
     .skip 4096
 ustack_top:

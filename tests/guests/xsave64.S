@@ -46,6 +46,7 @@
 .include "long64.inc"
 .include "serial64.inc"
 .include "idt64.inc"
+.include "ring3_64.inc"
 
 .set CR0_MP, 0x2
 .set CR0_EM, 0x4
@@ -55,41 +56,16 @@
 .set CR4_OSXMMEXCPT, 0x400
 .set CR4_OSXSAVE, 0x40000
 
-.set MSR_STAR, 0xC0000081
-.set MSR_LSTAR, 0xC0000082
-.set MSR_FMASK, 0xC0000084
-
 .set SYS_TEXIT, 8                      # task exit, rdi = error bits
 
-.set PG_P, 1
-.set PG_RW, 2
-.set PG_U, 4
-.set PG_URW, 7
-
-.set USER_BASE, 0x40000000             # one page table (pt_user_a/b) per address space
-.set PRIV_VA, USER_BASE                # private page (per task)
-.set SHARED_VA, USER_BASE + 0x1000     # kernel-written, user read-only
-.set USTACK_TOP, USER_BASE + 0x4000    # two stack pages below
-.set POOL_BASE, 0x400000               # frame pool: 4 MiB .. 8 MiB (identity-mapped)
-.set POOL_END, 0x800000
+# user pages: the ring3_64.inc layout (USER_BASE, PRIV_VA, SHARED_VA, USTACK_TOP, the frame pool)
 
 .set N_SWITCHES, 20
 .set PIT_COUNT, 1193                   # 1 kHz
 .set MARK, 0xA5                        # XSAVE area marker byte
 .set XS_SIZE, 1024                     # bytes reserved per XSAVE area (832 used)
 
-# shared page
-.set SH_SWITCHES, 0
-# private page
-.set PV_ID, 0
-.set PV_COUNT, 8
-.set PV_ERR, 16
-.set PV_MXCSR, 24
-.set PV_MXOUT, 28
-.set PV_FCW, 32
-.set PV_FCWOUT, 34
-.set PV_ST0, 36
-.set PV_ST0OUT, 40
+# private page: PV_ID .. PV_ST0OUT from ring3_64.inc, then
 .set PV_PAT, 0x100                     # 16 x 32 bytes: ymm0-15
 .set PV_NPAT, 0x300                    # their complements
 .set ERR_MXCSR, 1 << 16
@@ -105,6 +81,27 @@
 .set TCB_PRIV, 1224                    # physical address of the private page
 .set TCB_SIZE, 2048
 .set TCB_SHIFT, 11
+# the tasks' FPU / SSE / AVX state (ring3_64.inc hooks): XSAVE64 / XRSTOR64 with EDX:EAX = -1,
+# initially an XSAVE image in the initial state (XSTATE_BV = 0, XCOMP_BV = 0, MXCSR 0x1f80,
+# FCW 0x37f)
+.macro TASK_STATE_INIT
+    lea TCB_XS(%rbx), %rdi
+    mov $XS_SIZE / 8, %ecx
+    xor %eax, %eax
+    rep stosq
+    movw $0x37f, TCB_XS+0(%rbx)
+    movl $0x1f80, TCB_XS+24(%rbx)
+.endm
+.macro TASK_STATE_SAVE tcb
+    mov $-1, %eax
+    mov $-1, %edx
+    xsave64 TCB_XS(\tcb)
+.endm
+.macro TASK_STATE_LOAD tcb
+    mov $-1, %eax
+    mov $-1, %edx
+    xrstor64 TCB_XS(\tcb)
+.endm
 
 # TRY name, insn: print "name: " and run insn expecting an exception (the default handler
 # prints "exc #XX err=.. rip=ref+0000" and resumes after it); "no exception" if none.
@@ -154,24 +151,7 @@
 .section .text
 main64:
     call idt64_init
-    # 8259 PICs as Linux initialises them (vectors 0x20 / 0x28), everything masked
-    mov $0x11, %al
-    out %al, $0x20
-    out %al, $0xa0
-    mov $0x20, %al
-    out %al, $0x21
-    mov $0x28, %al
-    out %al, $0xa1
-    mov $0x04, %al
-    out %al, $0x21
-    mov $0x02, %al
-    out %al, $0xa1
-    mov $0x01, %al
-    out %al, $0x21
-    out %al, $0xa1
-    mov $0xff, %al
-    out %al, $0x21
-    out %al, $0xa1
+    PIC_INIT
     PUTS "xsave64\n"
     # SSE on: CR0.MP|NE, EM=TS=0, CR4.OSFXSR|OSXMMEXCPT (OSXSAVE stays 0 for now)
     mov %cr0, %rax
@@ -633,174 +613,19 @@ count_diff:
     pop %rcx
     ret
 
-# putdec64: print %rax as an unsigned decimal number. Preserves all registers.
-putdec64:
-    push %rax
-    push %rcx
-    push %rdx
-    push %rbx
-    mov $10, %ebx
-    xor %ecx, %ecx
-1:  xor %edx, %edx
-    div %rbx
-    push %rdx
-    inc %ecx
-    test %rax, %rax
-    jnz 1b
-2:  pop %rax
-    add $'0', %al
-    call putc
-    loop 2b
-    pop %rbx
-    pop %rdx
-    pop %rcx
-    pop %rax
-    ret
-
 # ---------------------------------------------------------------- ring-3 setup
 # user_setup: TSS (rsp0), the timer gate handler, SYSCALL / SYSRET MSRs, the address spaces.
 user_setup:
-    lea kstack_top(%rip), %rax
-    mov %rax, tss64+4(%rip)
-    movw $104, tss64+102(%rip)
-    mov $TSS_SEL, %edi
-    lea tss64(%rip), %rsi
-    mov $103, %edx
-    mov $0x89, %ecx
-    call gdt_set_sys
-    mov $TSS_SEL, %ax
-    ltr %ax
+    TSS64_INIT
     lea timer_handler(%rip), %rax
     mov %rax, exc_handlers+0x20*8(%rip)
-    mov $MSR_EFER, %ecx
-    rdmsr
-    or $1, %eax                        # SCE
-    wrmsr
-    mov $MSR_STAR, %ecx
-    xor %eax, %eax
-    mov $((UCODE32|3) << 16) | KCODE64, %edx
-    wrmsr
-    mov $MSR_LSTAR, %ecx
-    lea syscall_entry(%rip), %rax
-    mov %rax, %rdx
-    shr $32, %rdx
-    wrmsr
-    mov $MSR_FMASK, %ecx
-    mov $0x700, %eax                   # TF IF DF
-    xor %edx, %edx
-    wrmsr
+    SYSCALL_INIT
     call build_tables
     ret
 
-# alloc_frame: %rax = a zeroed 4 KiB frame from the pool. Preserves other registers.
-alloc_frame:
-    push %rdi
-    push %rcx
-    mov pool_next(%rip), %rax
-    cmp $POOL_END, %rax
-    jae 1f
-    addq $4096, pool_next(%rip)
-    push %rax
-    mov %rax, %rdi
-    xor %eax, %eax
-    mov $512, %ecx
-    rep stosq
-    pop %rax
-    pop %rcx
-    pop %rdi
-    ret
-1:  PUTS "frame pool exhausted\n"
-    mov $6, %al
-    call exit
-
-# build_tables: the two user address spaces.
-#   pml4_x[0] -> pdpt_x (U), pdpt_x[0] -> pd_low (U), pdpt_x[1] -> pd_user_x (U),
-#   pd_low[0] -> pt_low (U: 4 KiB identity pages of 0..2 MiB, supervisor RW except the user
-#   text, which is U read-only; page 0 not present), pd_low[1..511] = boot_pd (supervisor),
-#   pd_user_x[0] -> pt_user_x: [0] private, [1] shared (U read-only), [2..3] stack.
-build_tables:
-    lea tables_start(%rip), %rdi
-    mov $((tables_end - tables_start) / 8), %ecx
-    xor %eax, %eax
-    rep stosq
-    lea pt_low(%rip), %rdi
-    lea user_text_start(%rip), %r8
-    lea user_text_end(%rip), %r9
-    mov $1, %ecx                       # entry 0 (page 0) stays not present
-1:  mov %rcx, %rax
-    shl $12, %rax
-    mov %rax, %rdx
-    or $(PG_P|PG_RW), %rdx
-    cmp %r8, %rax
-    jb 2f
-    cmp %r9, %rax
-    jae 2f
-    mov %rax, %rdx
-    or $(PG_P|PG_U), %rdx
-2:  mov %rdx, (%rdi,%rcx,8)
-    inc %ecx
-    cmp $512, %ecx
-    jb 1b
-    lea pd_low(%rip), %rdi
-    lea boot_pd(%rip), %rsi
-    mov $512, %ecx
-    rep movsq
-    lea pt_low(%rip), %rax
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, pd_low(%rip)
-    call alloc_frame
-    mov %rax, shared_frame(%rip)
-    lea pml4_a(%rip), %rdi
-    lea pdpt_a(%rip), %rsi
-    lea pd_user_a(%rip), %rdx
-    lea pt_user_a(%rip), %rcx
-    lea tcbs(%rip), %r8
-    call build_space
-    lea pml4_b(%rip), %rdi
-    lea pdpt_b(%rip), %rsi
-    lea pd_user_b(%rip), %rdx
-    lea pt_user_b(%rip), %rcx
-    lea tcbs+TCB_SIZE(%rip), %r8
-    call build_space
-    ret
-
-# build_space: %rdi pml4, %rsi pdpt, %rdx pd_user, %rcx pt_user, %r8 tcb (CR3, private page).
-build_space:
-    mov %rdi, TCB_CR3(%r8)
-    lea PG_URW(%rsi), %rax
-    mov %rax, (%rdi)
-    lea pd_low(%rip), %rax
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, (%rsi)
-    lea PG_URW(%rdx), %rax
-    mov %rax, 8(%rsi)
-    lea PG_URW(%rcx), %rax
-    mov %rax, (%rdx)
-    call alloc_frame
-    mov %rax, TCB_PRIV(%r8)
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, (%rcx)
-    mov shared_frame(%rip), %rax
-    or $(PG_P|PG_U), %rax
-    mov %rax, 8(%rcx)
-    call alloc_frame
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, 16(%rcx)
-    call alloc_frame
-    or $(PG_P|PG_RW|PG_U), %rax
-    mov %rax, 24(%rcx)
-    ret
-
-# back_to_kernel: return from run_tasks (any stack, IF=0).
-back_to_kernel:
-    mov kctx_rsp(%rip), %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rbp
-    pop %rbx
-    ret
+# the frame pool, the address spaces and the tasks (run_tasks, task_init, resume_task,
+# timer_handler, sys_texit); the timer stops switching after N_SWITCHES switches
+RING3_TASKS N_SWITCHES
 
 # ---------------------------------------------------------------- syscalls
 syscall_entry:
@@ -811,145 +636,6 @@ syscall_entry:
     PUTS "bad syscall\n"
     mov $4, %al
     call exit
-
-# ---------------------------------------------------------------- tasks and the timer
-# run_tasks: start tasks A and B (own CR3s, private pages at PRIV_VA), PIT at 1 kHz, run until
-# both have made SYS_TEXIT.
-run_tasks:
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    mov %rsp, kctx_rsp(%rip)
-    movq $0, switches(%rip)
-    movq $0, ticks(%rip)
-    movq $0, kernel_ticks(%rip)
-    lea tcbs(%rip), %rbx
-    mov $'A', %edx
-    call task_init
-    add $TCB_SIZE, %rbx
-    mov $'B', %edx
-    call task_init
-    movq $0, cur_task(%rip)
-    # PIT channel 0: mode 2, lobyte/hibyte
-    mov $0x34, %al
-    out %al, $0x43
-    mov $(PIT_COUNT & 0xff), %al
-    out %al, $0x40
-    mov $(PIT_COUNT >> 8), %al
-    out %al, $0x40
-    mov $0xfe, %al                     # unmask IRQ0 (IF stays 0 until the iretq)
-    out %al, $0x21
-    lea tcbs(%rip), %rbx
-    jmp resume_task
-
-# task_init: %rbx = tcb, %edx = task id: initial frame, an XSAVE image in the initial state
-# (XSTATE_BV = 0, XCOMP_BV = 0, MXCSR 0x1f80, FCW 0x37f), alive, a fresh private page.
-task_init:
-    lea TCB_XS(%rbx), %rdi
-    mov $(TCB_CR3 - TCB_XS) / 8, %ecx
-    xor %eax, %eax
-    rep stosq
-    movw $0x37f, TCB_XS+0(%rbx)
-    movl $0x1f80, TCB_XS+24(%rbx)
-    lea task_entry(%rip), %rax
-    mov %rax, TCB_FRAME+F_RIP(%rbx)
-    movq $UCODE64|3, TCB_FRAME+F_CS(%rbx)
-    movq $0x202, TCB_FRAME+F_RFLAGS(%rbx)
-    movq $USTACK_TOP, TCB_FRAME+F_RSP(%rbx)
-    movq $UDATA|3, TCB_FRAME+F_SS(%rbx)
-    mov %rdx, TCB_FRAME+F_RDI(%rbx)
-    movq $1, TCB_ALIVE(%rbx)
-    movq $-1, TCB_RESULT(%rbx)
-    mov TCB_PRIV(%rbx), %rdi           # fresh private page
-    mov $512, %ecx
-    xor %eax, %eax
-    rep stosq
-    ret
-
-# resume_task: enter the task whose tcb is %rbx (CR3, XRSTOR64, iretq); never returns.
-resume_task:
-    mov TCB_CR3(%rbx), %rax
-    mov %rax, %cr3
-    mov $-1, %eax
-    mov $-1, %edx
-    xrstor64 TCB_XS(%rbx)
-    sub $22*8, %rsp
-    lea TCB_FRAME(%rbx), %rsi
-    mov %rsp, %rdi
-    mov $22, %ecx
-    rep movsq
-    jmp exc_return
-
-# timer_handler: IRQ0. Counts ticks, EOI; from ring 3 with the other task alive and fewer than
-# N_SWITCHES switches so far, saves the frame and XSAVE64s the current task, switches CR3,
-# XRSTOR64s the other task and loads its frame.
-timer_handler:
-    incq ticks(%rip)
-    mov $0x20, %al                     # non-specific EOI
-    out %al, $0x20
-    testb $3, F_CS(%rdi)
-    jnz 1f
-    incq kernel_ticks(%rip)
-    ret
-1:  cmpq $N_SWITCHES, switches(%rip)
-    jae 2f
-    mov cur_task(%rip), %rax
-    shl $TCB_SHIFT, %rax
-    lea tcbs(%rip), %r8
-    add %rax, %r8                      # current tcb
-    lea tcbs(%rip), %r9
-    xor $TCB_SIZE, %rax
-    add %rax, %r9                      # other tcb
-    cmpq $0, TCB_ALIVE(%r9)
-    je 2f
-    mov %rdi, %rbx
-    mov %rbx, %rsi
-    lea TCB_FRAME(%r8), %rdi
-    mov $22, %ecx
-    rep movsq
-    mov $-1, %eax
-    mov $-1, %edx
-    xsave64 TCB_XS(%r8)
-    xorq $1, cur_task(%rip)
-    incq switches(%rip)
-    mov switches(%rip), %rax
-    mov shared_frame(%rip), %rcx
-    mov %rax, SH_SWITCHES(%rcx)
-    mov TCB_CR3(%r9), %rax
-    mov %rax, %cr3
-    mov $-1, %eax
-    mov $-1, %edx
-    xrstor64 TCB_XS(%r9)
-    lea TCB_FRAME(%r9), %rsi
-    mov %rbx, %rdi
-    mov $22, %ecx
-    rep movsq
-    mov %rbx, %rdi
-2:  ret
-
-# sys_texit: the current task is done (result %rdi); run the other or return from run_tasks.
-sys_texit:
-    mov cur_task(%rip), %rax
-    shl $TCB_SHIFT, %rax
-    lea tcbs(%rip), %rbx
-    add %rax, %rbx
-    mov %rdi, TCB_RESULT(%rbx)
-    movq $0, TCB_ALIVE(%rbx)
-    lea tcbs(%rip), %rbx
-    xor $TCB_SIZE, %rax
-    add %rax, %rbx
-    cmpq $0, TCB_ALIVE(%rbx)
-    je 1f
-    xorq $1, cur_task(%rip)
-    jmp resume_task
-1:  mov $0xff, %al                     # mask IRQ0 again
-    out %al, $0x21
-    lea pml4_a(%rip), %rax
-    mov %rax, %cr3
-    jmp back_to_kernel
 
 # tasks_report: per-task results and the summary (timing-independent lines only).
 tasks_report:
@@ -978,12 +664,7 @@ tasks_report:
     mov tcbs+TCB_SIZE+TCB_RESULT(%rip), %rax
     call puthex64
     call newline
-2:  cmpq $0, kernel_ticks(%rip)
-    jne 1f
-    PUTS "every timer interrupt came from ring 3\n"
-    ret
-1:  PUTS "timer interrupts from ring 0: BAD\n"
-    ret
+2:  jmp kernel_ticks_report
 
 .macro TASK_LINE what
     PUTS "task "
@@ -1022,9 +703,7 @@ task_report:
     ret
 
 # ---------------------------------------------------------------- user side (ring 3)
-.section .text.user, "ax"
-.balign 4096
-user_text_start:
+.section .text.user, "ax"              # after user_text_start (ring3_64.inc)
 
 # task_entry: task A or B; %rdi = 'A' or 'B'.
 task_entry:
@@ -1070,22 +749,7 @@ task_entry:
     vpinsrq $1, PV_PAT+32*\n+8(%rsi), %xmm\n, %xmm\n
     vinserti128 $1, PV_PAT+32*\n+16(%rsi), %ymm\n, %ymm\n
     .endr
-    mov %edi, %eax                     # MXCSR: A 0x3f80 (round down), B 0x7f80 (toward 0)
-    sub $'A', %eax
-    shl $14, %eax
-    add $0x3F80, %eax
-    mov %eax, PV_MXCSR(%rsi)
-    ldmxcsr PV_MXCSR(%rsi)
-    mov %edi, %eax                     # x87 control word: A 0x027f, B 0x0a7f (round up)
-    sub $'A', %eax
-    shl $11, %eax
-    add $0x027F, %eax
-    mov %ax, PV_FCW(%rsi)
-    fldcw PV_FCW(%rsi)
-    mov %edi, %eax                     # st0 = id * 0x10001
-    imul $0x10001, %eax
-    mov %eax, PV_ST0(%rsi)
-    fildl PV_ST0(%rsi)
+    UTASK_FPU_INIT
 task_spin:
     mov $PRIV_VA, %esi
     xor %edx, %edx
@@ -1097,21 +761,8 @@ task_spin:
 2:  or $(1 << \n), %edx
 1:
     .endr
-    stmxcsr PV_MXOUT(%rsi)
-    mov PV_MXOUT(%rsi), %eax
-    cmp PV_MXCSR(%rsi), %eax
-    je 1f
-    or $ERR_MXCSR, %edx
-1:  fnstcw PV_FCWOUT(%rsi)
-    fistl PV_ST0OUT(%rsi)
-    mov PV_FCWOUT(%rsi), %ax
-    cmp PV_FCW(%rsi), %ax
-    jne 2f
-    mov PV_ST0OUT(%rsi), %eax
-    cmp PV_ST0(%rsi), %eax
-    je 1f
-2:  or $ERR_X87, %edx
-1:  or %rdx, PV_ERR(%rsi)
+    UTASK_FPU_CHECK or, %edx
+    or %rdx, PV_ERR(%rsi)
     incq PV_COUNT(%rsi)
     mov $SHARED_VA, %eax
     cmpq $N_SWITCHES, SH_SWITCHES(%rax)
@@ -1120,11 +771,6 @@ task_spin:
     mov $SYS_TEXIT, %eax
     syscall
     ud2
-
-.section .text.user, "ax"
-.subsection 2
-.balign 4096
-user_text_end:
 
 .section .data
 .align 32
@@ -1137,34 +783,9 @@ dw: .double 0.5, 4.0, 1.0, 8.0
 mx_1f80: .long 0x1f80
 mx_3f80: .long 0x3f80
 fcw_027f: .word 0x027f
-.align 16
-tss64: .skip 104
-.align 8
-pool_next: .quad POOL_BASE
-kctx_rsp: .quad 0
-sc_user_rsp: .quad 0
-shared_frame: .quad 0
-cur_task: .quad 0
-ticks: .quad 0
-kernel_ticks: .quad 0
-switches: .quad 0
 
 .section .bss
-.align 4096
-tables_start:
-pml4_a: .skip 4096
-pml4_b: .skip 4096
-pdpt_a: .skip 4096
-pdpt_b: .skip 4096
-pd_low: .skip 4096
-pt_low: .skip 4096
-pd_user_a: .skip 4096
-pd_user_b: .skip 4096
-pt_user_a: .skip 4096
-pt_user_b: .skip 4096
-tables_end:
-.align 64
-tcbs: .skip 2 * TCB_SIZE
+.align 64                              # XSAVE areas
 xs_a: .skip XS_SIZE
 xs_b: .skip XS_SIZE
 xs_c: .skip XS_SIZE
@@ -1176,8 +797,3 @@ results: .skip 10 * 32
 fenv: .skip 32
 mx_out: .skip 4
 fcw_out: .skip 4
-.align 16
-    .skip 4096
-kstack_top:
-    .skip 4096
-sc_stack_top:
