@@ -70,7 +70,7 @@ pub fn run(m: &mut Machine, cpu: &mut CpuState, insn: &Instruction, kind: Callou
                 // x87 must stay enabled; AVX needs SSE; only what CPUID advertises.
                 if ecx != 0
                     || v & 1 == 0
-                    || v & !super::cpuid::xcr0_supported() != 0
+                    || v & !btvisor_translator::native_step::xsave::xcr0_supported() != 0
                     || (v & 4 != 0 && v & 2 == 0)
                 {
                     return Err(Exception::gp(0));

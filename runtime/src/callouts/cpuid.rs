@@ -23,11 +23,6 @@ pub const CR4_SUPPORTED: u64 = (1 << 2) // TSD
     | cr::CR4_OSXSAVE
     | cr::CR4_SMEP;
 
-/// XCR0 components the guest may enable: x87, SSE and (where the host runs it) AVX.
-pub fn xcr0_supported() -> u64 {
-    xsave::xcr0_supported()
-}
-
 /// "btvisorbtvis" in EBX, ECX, EDX of leaf 0x40000000.
 pub(crate) const SIGNATURE: [u32; 3] = [
     u32::from_le_bytes(*b"btvi"),
@@ -99,7 +94,7 @@ pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
         // (sub-leaf 1); sub-leaf 2 the AVX component (256 bytes at 576).
         0xd => match sub {
             0 => {
-                let all = xcr0_supported();
+                let all = xsave::xcr0_supported();
                 [
                     all as u32,
                     xsave::area_size(cpu.xcr0) as u32,
@@ -107,7 +102,7 @@ pub fn leaf(cpu: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
                     0,
                 ]
             }
-            2 if xcr0_supported() & 4 != 0 => [256, xsave::AVX_OFFSET as u32, 0, 0],
+            2 if xsave::xcr0_supported() & 4 != 0 => [256, xsave::AVX_OFFSET as u32, 0, 0],
             _ => [0; 4],
         },
         // Thermal and power: only ARAT (EAX bit 2), the APIC timer runs in every C-state.

@@ -8,11 +8,12 @@
 //!    semantics; VEX AVX/AVX2/FMA/F16C run with the upper YMM halves (`CpuState::ymmh`) loaded,
 //!    EVEX/XOP (not offered) are #UD, anything else unknown a clear stop; XSAVE/XRSTOR are
 //!    emulated on the guest state (`xsave.rs`);
-//! 2. applies the CR0.EM/MP/TS and CR4.OSFXSR rules (SDM Vol. 3, 2.5 and Table 2-2);
+//! 2. applies the CR0.EM/MP/TS and CR4.OSFXSR rules (SDM Vol. 3, 2.5 and Table 2-2), and for
+//!    VEX the CR4.OSXSAVE/XCR0 and CR0.TS rules (SDM Vol. 2, 2.3.12);
 //! 3. refuses to run with an unmasked x87 or SIMD exception (the host would take SIGFPE):
 //!    a clear stop (ARCHITECTURE.md, known limits);
 //! 4. copies the memory operand through the MMU into a 64-byte aligned bounce buffer (guest
-//!    #PF/#GP/#SS and the 16-byte alignment #GP raised here, before anything runs), runs the
+//!    #PF/#GP/#SS and the alignment #GP raised here, before anything runs), runs the
 //!    stub with the operand rewritten to the bounce buffer, writes the buffer back, and only then
 //!    commits registers, so every exception is precise;
 //! 5. keeps FIP/FDP/FOP and MXCSR_MASK guest values in every image (`ptrs.rs`).
